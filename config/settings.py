@@ -1,0 +1,186 @@
+"""The one Settings object. Env names are the public contract (CONTRACT.md).
+
+A bad value stops start-up with a single line naming the setting and the reason,
+never with a traceback and never echoing a secret.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from babel.numbers import list_currencies
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+_DECIMAL_RE = re.compile(r"^-?\d{1,14}(\.\d{1,6})?$")
+_DB_DRIVERS = {"postgresql+psycopg", "sqlite", "sqlite+pysqlite"}
+_BROKER_SCHEMES = ("redis://", "rediss://", "sqla+sqlite://", "memory://", "amqp://", "pyamqp://")
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+def _decimal_setting(value: Any, name: str) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if not isinstance(value, str) or not _DECIMAL_RE.match(value.strip()):
+        raise ValueError(f"{name} must be a decimal string like '0' or '2.50'")
+    try:
+        return Decimal(value.strip())
+    except InvalidOperation as exc:  # pragma: no cover - regex already guards
+        raise ValueError(f"{name} is not a decimal") from exc
+
+
+class Settings(BaseSettings):
+    """Everything the fleet reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    broker_url: str | None = Field(default=None, alias="BROKER_URL")
+    result_backend: str | None = Field(default=None, alias="RESULT_BACKEND")
+    balance_home: Path = Field(default=Path("./.balance"), alias="BALANCE_HOME")
+
+    default_currency: str = Field(default="EUR", alias="DEFAULT_CURRENCY")
+    depletion_floor: Decimal = Field(default=Decimal("0"), alias="DEPLETION_FLOOR")
+
+    smtp_host: str | None = Field(default=None, alias="SMTP_HOST")
+    smtp_port: int = Field(default=587, alias="SMTP_PORT", ge=1, le=65535)
+    smtp_username: str | None = Field(default=None, alias="SMTP_USERNAME")
+    smtp_password: SecretStr | None = Field(default=None, alias="SMTP_PASSWORD")
+    smtp_starttls: bool = Field(default=False, alias="SMTP_STARTTLS")
+    smtp_timeout_seconds: float = Field(default=10.0, alias="SMTP_TIMEOUT_SECONDS", gt=0)
+    mail_from: str = Field(default="billing@balance-worker.invalid", alias="MAIL_FROM")
+    mail_max_attempts: int = Field(default=8, alias="MAIL_MAX_ATTEMPTS", ge=1, le=100)
+    mail_retry_base_seconds: int = Field(default=60, alias="MAIL_RETRY_BASE_SECONDS", ge=1)
+    mail_retry_max_seconds: int = Field(default=6 * 3600, alias="MAIL_RETRY_MAX_SECONDS", ge=1)
+
+    events_task: str = Field(default="balance.events.publish", alias="EVENTS_TASK")
+    events_queue: str = Field(default="events", alias="EVENTS_QUEUE")
+
+    task_queue: str = Field(default="balance", alias="TASK_QUEUE")
+    task_soft_time_limit_seconds: int = Field(default=240, alias="TASK_SOFT_TIME_LIMIT", ge=1)
+    task_time_limit_seconds: int = Field(default=300, alias="TASK_TIME_LIMIT", ge=1)
+    broker_visibility_timeout_seconds: int = Field(
+        default=3600, alias="BROKER_VISIBILITY_TIMEOUT", ge=60
+    )
+    db_pool_size: int = Field(default=5, alias="DB_POOL_SIZE", ge=1, le=100)
+    db_max_overflow: int = Field(default=5, alias="DB_MAX_OVERFLOW", ge=0, le=100)
+
+    events_relay_interval_seconds: int = Field(default=30, alias="EVENTS_RELAY_INTERVAL", ge=1)
+    mail_send_interval_seconds: int = Field(default=60, alias="MAIL_SEND_INTERVAL", ge=1)
+    beat_lock_timeout_seconds: int = Field(default=60, alias="BEAT_LOCK_TIMEOUT", ge=5)
+
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError("not a database URL (expected postgresql+psycopg://...)") from exc
+        driver = url.drivername
+        if driver in {"postgresql", "postgres"}:
+            url = url.set(drivername="postgresql+psycopg")
+            driver = url.drivername
+        if driver not in _DB_DRIVERS:
+            raise ValueError(
+                f"driver {driver!r} is not supported (use postgresql+psycopg or sqlite)"
+            )
+        return url.render_as_string(hide_password=False)
+
+    @field_validator("broker_url", "result_backend")
+    @classmethod
+    def _check_broker_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(_BROKER_SCHEMES) and not value.startswith("db+"):
+            raise ValueError("not a supported broker URL (expected redis://host:port/db)")
+        return value
+
+    @field_validator("default_currency")
+    @classmethod
+    def _check_currency(cls, value: str) -> str:
+        code = value.strip().upper()
+        if not re.fullmatch(r"[A-Z]{3}", code) or code not in list_currencies():
+            raise ValueError(f"{value!r} is not an ISO 4217 currency code")
+        return code
+
+    @field_validator("depletion_floor", mode="before")
+    @classmethod
+    def _check_floor(cls, value: Any) -> Decimal:
+        floor = _decimal_setting(value, "DEPLETION_FLOOR")
+        if floor < 0:
+            raise ValueError("must be zero or positive")
+        return floor
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @property
+    def embedded(self) -> bool:
+        """True when no server is configured: SQLite file + SQLAlchemy broker."""
+        return self.database_url is None
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+pysqlite:///{self.balance_home.resolve() / 'balance.db'}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return f"sqla+sqlite:///{self.balance_home.resolve() / 'broker.db'}"
+
+    def check_limits(self) -> None:
+        """Cross-field rules: a redelivery must never overtake a running task."""
+        if self.task_soft_time_limit_seconds >= self.task_time_limit_seconds:
+            raise SettingsError("TASK_SOFT_TIME_LIMIT: must be lower than TASK_TIME_LIMIT")
+        if self.broker_visibility_timeout_seconds <= self.task_time_limit_seconds:
+            raise SettingsError(
+                "BROKER_VISIBILITY_TIMEOUT: must be larger than TASK_TIME_LIMIT "
+                "(otherwise Redis redelivers a task that is still running)"
+            )
+
+
+def _format_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = first.get("loc") or ("?",)
+    name = str(loc[0]).upper()
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{name}: {msg}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; raises SettingsError naming the bad setting."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise SettingsError(_format_error(exc)) from None
+    settings.check_limits()
+    return settings
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests and the CLI change the environment)."""
+    get_settings.cache_clear()

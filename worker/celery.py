@@ -1,0 +1,96 @@
+"""The Celery app: money-safe defaults, routing, the schedule and the beat lock.
+
+- JSON only; acks_late + reject on worker loss, prefetch 1: a lost worker means redelivery,
+  and every money task is idempotent, so redelivery is safe.
+- One Redis visibility timeout, larger than the hard time limit, so a running task is
+  never handed to a second worker.
+- Beat uses RedBeat on Redis (a lock: one active beat per fleet, standbys wait).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from celery import Celery, signals
+
+from config import SettingsError, get_settings
+from worker.db.session import dispose_engine
+from worker.schedule import beat_schedule
+
+log = logging.getLogger(__name__)
+
+try:
+    settings = get_settings()
+except SettingsError as _exc:  # stop start-up with one line naming the setting
+    print(f"balance-worker: invalid setting {_exc}", file=sys.stderr)
+    raise SystemExit(1) from None
+
+TASK_MODULES = [
+    "worker.tasks.usage",
+    "worker.tasks.ledger",
+    "worker.tasks.events",
+    "worker.tasks.mail",
+]
+
+app = Celery("balance-worker", include=TASK_MODULES)
+_broker = settings.effective_broker_url
+_transport_options = {"visibility_timeout": settings.broker_visibility_timeout_seconds}
+
+app.conf.update(
+    broker_url=_broker,
+    result_backend=settings.result_backend,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options=_transport_options,
+    result_backend_transport_options=_transport_options,
+    result_expires=24 * 3600,
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    result_accept_content=["json"],
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_soft_time_limit=settings.task_soft_time_limit_seconds,
+    task_time_limit=settings.task_time_limit_seconds,
+    task_default_queue=settings.task_queue,
+    task_routes={settings.events_task: {"queue": settings.events_queue}},
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    timezone="UTC",
+    enable_utc=True,
+    beat_schedule=beat_schedule(settings),
+)
+
+if _broker.startswith(("redis://", "rediss://")):
+    app.conf.update(
+        beat_scheduler="redbeat.RedBeatScheduler",
+        redbeat_redis_url=_broker,
+        redbeat_key_prefix="balance-worker:redbeat",
+        redbeat_lock_timeout=settings.beat_lock_timeout_seconds,
+        beat_max_loop_interval=max(5, settings.beat_lock_timeout_seconds // 5),
+    )
+elif _broker.startswith("sqla+"):
+    app.conf.update(
+        beat_schedule_filename=str(settings.balance_home.resolve() / "celerybeat-schedule"),
+        broker_transport_options={**_transport_options, "polling_interval": 0.5},
+    )
+
+
+def dispatch(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Send a follow-up task by name (called only after the DB transaction committed)."""
+    app.send_task(
+        name,
+        args=list(args),
+        kwargs=kwargs,
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0.2},
+    )
+
+
+@signals.worker_process_init.connect
+def _fresh_engine_per_child(**_: Any) -> None:
+    """A prefork child must not use the parent's DB connections."""
+    dispose_engine()

@@ -1,0 +1,1 @@
+"""Database: typed models, engine per process, unit of work, migrations."""

@@ -1,0 +1,28 @@
+"""Schema migrations (Alembic) driven from code: `balancectl db upgrade`, embedded start, tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(revision: str = "head") -> None:
+    """Create or migrate the schema of the configured database."""
+    command.upgrade(alembic_config(), revision)
+
+
+def revision(message: str) -> None:  # pragma: no cover - developer tool
+    command.revision(alembic_config(), message=message, autogenerate=True)

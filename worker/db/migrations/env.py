@@ -1,0 +1,37 @@
+"""Alembic environment: the URL comes from Settings (or a connection handed in by tests)."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection
+
+from worker.db.models import Base
+from worker.db.session import get_engine
+
+target_metadata = Base.metadata
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    with get_engine().connect() as conn:
+        _run(conn)
+        conn.commit()
+
+
+if context.is_offline_mode():  # pragma: no cover
+    raise SystemExit("offline migrations are not supported; run `balancectl db upgrade`")
+run_migrations_online()

@@ -1,0 +1,188 @@
+"""SQLAlchemy 2 typed models.
+
+The ledger is double-entry: a LedgerTransaction holds Postings that sum to zero per
+currency. A customer's balance is the sum of the postings on its ledger account;
+`Account.balance` caches it and is only ever changed in the same DB transaction as
+the postings (see services/ledger.py). System ledger accounts (usage revenue,
+adjustments, PSP receivables) keep no cached balance, so they are never a lock hot spot.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from worker.db.types import Money, UtcDateTime
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {Decimal: Money(), datetime: UtcDateTime()}
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'suspended')", name="ck_accounts_status"),
+        CheckConstraint(
+            "suspension_reason IS NULL OR suspension_reason IN ('depleted', 'admin')",
+            name="ck_accounts_suspension_reason",
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    currency: Mapped[str] = mapped_column(String(3))
+    country: Mapped[str] = mapped_column(String(2))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    suspension_reason: Mapped[str | None] = mapped_column(String(16))
+    emails: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    locale: Mapped[str] = mapped_column(String(8), default="en")
+    display_currency: Mapped[str] = mapped_column(String(3))
+    balance: Mapped[Decimal] = mapped_column(default=Decimal("0"))
+    # Auto-reload and alert settings (configured by their own issues' commands).
+    auto_reload_enabled: Mapped[bool] = mapped_column(default=False)
+    auto_reload_threshold: Mapped[Decimal | None]
+    auto_reload_amount: Mapped[Decimal | None]
+    auto_reload_method_id: Mapped[str | None] = mapped_column(String(40))
+    alerts_enabled: Mapped[bool] = mapped_column(default=False)
+    alert_threshold: Mapped[Decimal | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    ledger_account: Mapped[LedgerAccount] = relationship(
+        back_populates="account", uselist=False, lazy="raise"
+    )
+
+
+class LedgerAccount(Base):
+    """A bucket of money: one per customer account, plus system accounts per currency."""
+
+    __tablename__ = "ledger_accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(120), unique=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    account_id: Mapped[str | None] = mapped_column(
+        ForeignKey("accounts.id"), unique=True, default=None
+    )
+    created_at: Mapped[datetime]
+
+    account: Mapped[Account | None] = relationship(back_populates="ledger_account", lazy="raise")
+
+
+class LedgerTransaction(Base):
+    """One money movement. Idempotent by (account, kind, reference)."""
+
+    __tablename__ = "ledger_transactions"
+    __table_args__ = (
+        UniqueConstraint("account_id", "kind", "reference", name="uq_ledger_txn_reference"),
+        Index("ix_ledger_txn_account_created", "account_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    reference: Mapped[str] = mapped_column(String(200))
+    amount: Mapped[Decimal]  # signed, as seen by the customer balance
+    currency: Mapped[str] = mapped_column(String(3))
+    balance_after: Mapped[Decimal]
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+    postings: Mapped[list[Posting]] = relationship(
+        back_populates="transaction", lazy="raise", order_by="Posting.id"
+    )
+
+
+class Posting(Base):
+    """One leg of a transaction; signed so a ledger account's balance is the sum of its legs."""
+
+    __tablename__ = "postings"
+    __table_args__ = (
+        Index("ix_postings_ledger_account", "ledger_account_id"),
+        Index("ix_postings_transaction", "transaction_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    transaction_id: Mapped[str] = mapped_column(ForeignKey("ledger_transactions.id"))
+    ledger_account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
+    amount: Mapped[Decimal]
+
+    transaction: Mapped[LedgerTransaction] = relationship(back_populates="postings", lazy="raise")
+    ledger_account: Mapped[LedgerAccount] = relationship(lazy="joined")
+
+
+class Event(Base):
+    """Transactional outbox: written with the change, relayed after commit."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index(
+            "ix_events_unpublished",
+            "occurred_at",
+            postgresql_where=text("published_at IS NULL"),
+            sqlite_where=text("published_at IS NULL"),
+        ),
+        Index("ix_events_account", "account_id", "occurred_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    account_id: Mapped[str | None] = mapped_column(String(40))
+    occurred_at: Mapped[datetime]
+    data: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    published_at: Mapped[datetime | None]
+    publish_attempts: Mapped[int] = mapped_column(default=0)
+
+
+class Mail(Base):
+    """Mail outbox: written with the fact it reports; sent (once) by the mail task."""
+
+    __tablename__ = "mail_outbox"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'sent', 'failed')", name="ck_mail_status"),
+        Index(
+            "ix_mail_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    account_id: Mapped[str | None] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(64))
+    recipients: Mapped[list[str]] = mapped_column(JsonType)
+    subject: Mapped[str] = mapped_column(String(300))
+    text_body: Mapped[str] = mapped_column(Text)
+    html_body: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    transport: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]

@@ -1,0 +1,33 @@
+"""The whole beat schedule in one place. Jobs compute what is due from the database,
+so a missed tick is caught up by the next one and a doubled tick does no harm."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery.schedules import crontab
+
+from config import Settings
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    def every(seconds: int) -> dict[str, Any]:
+        # A tick still queued when the next one is due is dropped, not piled up.
+        return {"schedule": timedelta(seconds=seconds), "options": {"expires": seconds}}
+
+    return {
+        "events-relay": {
+            "task": "balance.events.relay",
+            **every(settings.events_relay_interval_seconds),
+        },
+        "mail-send": {
+            "task": "balance.mail.send_pending",
+            **every(settings.mail_send_interval_seconds),
+        },
+        "ledger-audit": {
+            "task": "balance.ledger.audit",
+            "schedule": crontab(minute=17),
+            "options": {"expires": 3600},
+        },
+    }

@@ -1,0 +1,259 @@
+"""The double-entry ledger: the only code that changes a balance.
+
+`post` writes one transaction whose two postings sum to zero, updates the cached
+balance in the same DB transaction, and applies the depletion rule.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from config import get_settings
+from worker.clock import isoformat
+from worker.db.models import Account, LedgerAccount, LedgerTransaction, Posting, new_id
+from worker.db.session import UnitOfWork
+from worker.errors import NotFound, ValidationError
+from worker.money import format_amount
+from worker.services import events
+
+# Counter-accounts, one per currency.
+USAGE_REVENUE = "usage_revenue"
+ADJUSTMENTS = "adjustments"
+
+
+def customer_code(account_id: str) -> str:
+    return f"customer:{account_id}"
+
+
+def system_account_id(session: Session, name: str, currency: str, now: datetime) -> int:
+    """Id of a system ledger account, created on first use (race-safe upsert)."""
+    code = f"{name}:{currency}"
+    found = session.scalar(select(LedgerAccount.id).where(LedgerAccount.code == code))
+    if found is not None:
+        return found
+    values: dict[str, Any] = {"code": code, "currency": currency, "created_at": now}
+    dialect = session.get_bind().dialect.name
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = pg_insert(LedgerAccount).values(values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite_insert(LedgerAccount).values(values).on_conflict_do_nothing()
+    else:  # pragma: no cover
+        stmt = insert(LedgerAccount).values(values)
+    session.execute(stmt)
+    return session.execute(select(LedgerAccount.id).where(LedgerAccount.code == code)).scalar_one()
+
+
+def lock_account(session: Session, account_id: object) -> Account:
+    """The account row, locked for this transaction: balance changes are serialised per account."""
+    if not isinstance(account_id, str) or not account_id.strip():
+        raise ValidationError("account_id", "is required")
+    account = session.scalars(
+        select(Account).where(Account.id == account_id.strip()).with_for_update()
+    ).one_or_none()
+    if account is None:
+        raise NotFound("account_id", f"no account {account_id.strip()[:60]!r}")
+    return account
+
+
+def customer_ledger_id(session: Session, account_id: str) -> int:
+    return session.execute(
+        select(LedgerAccount.id).where(LedgerAccount.account_id == account_id)
+    ).scalar_one()
+
+
+def find_transaction(
+    session: Session, account_id: str, kind: str, reference: str
+) -> LedgerTransaction | None:
+    return session.scalars(
+        select(LedgerTransaction).where(
+            LedgerTransaction.account_id == account_id,
+            LedgerTransaction.kind == kind,
+            LedgerTransaction.reference == reference,
+        )
+    ).one_or_none()
+
+
+def post(
+    uow: UnitOfWork,
+    account: Account,
+    *,
+    kind: str,
+    reference: str,
+    amount: Decimal,
+    counter: str,
+    description: str | None,
+    now: datetime,
+) -> LedgerTransaction:
+    """Move `amount` (signed, as the customer sees it) between the account and `counter`.
+
+    The caller holds the account row lock and has checked funds; this writes the
+    balanced pair of postings, the cached balance and any status change together.
+    """
+    session = uow.session
+    txn = LedgerTransaction(
+        id=new_id("txn"),
+        account_id=account.id,
+        kind=kind,
+        reference=reference,
+        amount=amount,
+        currency=account.currency,
+        balance_after=account.balance + amount,
+        description=description,
+        created_at=now,
+    )
+    session.add(txn)
+    session.flush([txn])
+    session.add_all(
+        [
+            Posting(
+                transaction_id=txn.id,
+                ledger_account_id=customer_ledger_id(session, account.id),
+                amount=amount,
+            ),
+            Posting(
+                transaction_id=txn.id,
+                ledger_account_id=system_account_id(session, counter, account.currency, now),
+                amount=-amount,
+            ),
+        ]
+    )
+    account.balance = txn.balance_after
+    account.updated_at = now
+    _apply_depletion_rule(uow, account, txn, now)
+    return txn
+
+
+def _apply_depletion_rule(
+    uow: UnitOfWork, account: Account, txn: LedgerTransaction, now: datetime
+) -> None:
+    """At or below the floor after a debit: suspended (depleted). Above it after a credit: active.
+
+    An operator's suspension (reason `admin`) is never lifted by money.
+    """
+    floor = get_settings().depletion_floor
+    data = {
+        "balance": format_amount(account.balance, account.currency),
+        "currency": account.currency,
+        "floor": format_amount(floor, account.currency),
+        "transaction_id": txn.id,
+        "at": isoformat(now),
+    }
+    if txn.amount < 0 and account.balance <= floor and account.status == "active":
+        account.status = "suspended"
+        account.suspension_reason = "depleted"
+        events.record(uow, "account.depleted", account.id, data, now)
+    elif (
+        txn.amount > 0
+        and account.balance > floor
+        and account.status == "suspended"
+        and account.suspension_reason == "depleted"
+    ):
+        account.status = "active"
+        account.suspension_reason = None
+        events.record(uow, "account.reactivated", account.id, data, now)
+
+
+def transaction_view(
+    txn: LedgerTransaction, postings: list[Posting] | None = None
+) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": txn.id,
+        "kind": txn.kind,
+        "reference": txn.reference,
+        "amount": format_amount(txn.amount, txn.currency),
+        "currency": txn.currency,
+        "balance_after": format_amount(txn.balance_after, txn.currency),
+        "description": txn.description,
+        "created_at": isoformat(txn.created_at),
+    }
+    if postings is not None:
+        view["postings"] = [
+            {
+                "ledger_account": p.ledger_account.code,
+                "amount": format_amount(p.amount, txn.currency),
+            }
+            for p in postings
+        ]
+    return view
+
+
+def list_transactions(session: Session, account_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """The account's transactions, oldest first, each with its postings."""
+    if session.get(Account, account_id) is None:
+        raise NotFound("account_id", f"no account {account_id[:60]!r}")
+    txns = session.scalars(
+        select(LedgerTransaction)
+        .where(LedgerTransaction.account_id == account_id)
+        .order_by(LedgerTransaction.created_at, LedgerTransaction.id)
+        .limit(limit)
+    ).all()
+    ids = [t.id for t in txns]
+    by_txn: dict[str, list[Posting]] = {i: [] for i in ids}
+    if ids:
+        for posting in session.scalars(
+            select(Posting).where(Posting.transaction_id.in_(ids)).order_by(Posting.id)
+        ):
+            by_txn[posting.transaction_id].append(posting)
+    return [transaction_view(t, by_txn[t.id]) for t in txns]
+
+
+def audit(session: Session) -> dict[str, Any]:
+    """Prove cached balance == sum of postings for every account, and every transaction sums to 0."""
+    sums = (
+        select(Posting.ledger_account_id, func.sum(Posting.amount).label("total"))
+        .group_by(Posting.ledger_account_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Account.id, Account.currency, Account.balance, sums.c.total)
+        .join(LedgerAccount, LedgerAccount.account_id == Account.id)
+        .outerjoin(sums, sums.c.ledger_account_id == LedgerAccount.id)
+    ).all()
+    mismatches = []
+    for account_id, currency, cached, total in rows:
+        derived = total if total is not None else Decimal(0)
+        if cached != derived:
+            mismatches.append(
+                {
+                    "account_id": account_id,
+                    "cached": format_amount(cached, currency),
+                    "postings": format_amount(derived, currency),
+                }
+            )
+    unbalanced_rows = session.execute(
+        select(Posting.transaction_id, LedgerAccount.currency, func.sum(Posting.amount))
+        .join(LedgerAccount, LedgerAccount.id == Posting.ledger_account_id)
+        .group_by(Posting.transaction_id, LedgerAccount.currency)
+        .having(func.sum(Posting.amount) != Decimal(0))
+    ).all()
+    unbalanced = [
+        {"transaction_id": t, "currency": c, "sum": format_amount(s, c)}
+        for t, c, s in unbalanced_rows
+    ]
+    orphan_count = (
+        session.scalar(
+            select(func.count())
+            .select_from(LedgerTransaction)
+            .where(
+                ~select(Posting.id).where(Posting.transaction_id == LedgerTransaction.id).exists()
+            )
+        )
+        or 0
+    )
+    transactions = session.scalar(select(func.count()).select_from(LedgerTransaction)) or 0
+    return {
+        "ok": not mismatches and not unbalanced and orphan_count == 0,
+        "accounts_checked": len(rows),
+        "transactions_checked": transactions,
+        "mismatches": mismatches,
+        "unbalanced_transactions": unbalanced,
+        "transactions_without_postings": orphan_count,
+    }

@@ -1,0 +1,1 @@
+"""Thin Celery tasks: parse arguments, call one service, return a dict."""
