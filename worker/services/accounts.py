@@ -51,7 +51,7 @@ def create(
         updated_at=now,
     )
     uow.session.add(account)
-    uow.session.flush([account])
+    uow.session.flush()
     uow.session.add(
         LedgerAccount(
             code=ledger.customer_code(account.id),

@@ -110,7 +110,7 @@ def post(
         created_at=now,
     )
     session.add(txn)
-    session.flush([txn])
+    session.flush()
     session.add_all(
         [
             Posting(

@@ -1,0 +1,11 @@
+from worker.clock import now
+from worker.db.session import unit_of_work
+from worker.services import accounts, ledger
+
+
+def test_account_starts_empty_and_audit_passes() -> None:
+    with unit_of_work() as uow:
+        created = accounts.create(uow, name="Acme", now=now())
+    assert created["balance"] == "0.00"
+    with unit_of_work() as uow:
+        assert ledger.audit(uow.session)["ok"] is True
