@@ -1,4 +1,4 @@
-"""balance-worker: keeps prepaid balances healthy. `celery -A worker ...` finds worker.celery.app."""
+"""balance-worker: keeps prepaid balances healthy (`celery -A worker` finds worker.celery.app)."""
 
 from worker.money import trap_floats
 

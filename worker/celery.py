@@ -70,12 +70,13 @@ if _broker.startswith(("redis://", "rediss://")):
         redbeat_redis_url=_broker,
         redbeat_key_prefix="balance-worker:redbeat",
         redbeat_lock_timeout=settings.beat_lock_timeout_seconds,
-        beat_max_loop_interval=max(5, settings.beat_lock_timeout_seconds // 5),
+        beat_max_loop_interval=max(1, settings.beat_lock_timeout_seconds // 5),
     )
 elif _broker.startswith("sqla+"):
     app.conf.update(
         beat_schedule_filename=str(settings.balance_home.resolve() / "celerybeat-schedule"),
-        broker_transport_options={**_transport_options, "polling_interval": 0.5},
+        # kombu's SQLAlchemy transport hands its options to create_engine(): give it none.
+        broker_transport_options={},
     )
 
 

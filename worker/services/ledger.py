@@ -206,7 +206,7 @@ def list_transactions(session: Session, account_id: str, limit: int = 1000) -> l
 
 
 def audit(session: Session) -> dict[str, Any]:
-    """Prove cached balance == sum of postings for every account, and every transaction sums to 0."""
+    """Prove cached balance == sum of postings per account, and every transaction sums to 0."""
     sums = (
         select(Posting.ledger_account_id, func.sum(Posting.amount).label("total"))
         .group_by(Posting.ledger_account_id)

@@ -19,7 +19,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 @lru_cache(maxsize=1)
 def _countries() -> frozenset[str]:
-    return frozenset(c for c in Locale("en").territories if re.fullmatch(r"[A-Z]{2}", c))
+    return frozenset(
+        c for c in Locale("en").territories if isinstance(c, str) and re.fullmatch(r"[A-Z]{2}", c)
+    )
 
 
 def text(value: object, field: str, *, max_length: int, required: bool = True) -> str | None:
