@@ -38,6 +38,22 @@ def _decimal_setting(value: Any, name: str) -> Decimal:
         raise ValueError(f"{name} is not a decimal") from exc
 
 
+def _database_url(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        url = make_url(value)
+    except ArgumentError as exc:
+        raise ValueError("not a database URL (expected postgresql+psycopg://...)") from exc
+    driver = url.drivername
+    if driver in {"postgresql", "postgres"}:
+        url = url.set(drivername="postgresql+psycopg")
+        driver = url.drivername
+    if driver not in _DB_DRIVERS:
+        raise ValueError(f"driver {driver!r} is not supported (use postgresql+psycopg or sqlite)")
+    return url.render_as_string(hide_password=False)
+
+
 class Settings(BaseSettings):
     """Everything the fleet reads from its environment."""
 
@@ -60,7 +76,7 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(default=False, alias="SMTP_STARTTLS")
     smtp_timeout_seconds: float = Field(default=10.0, alias="SMTP_TIMEOUT_SECONDS", gt=0)
     mail_from: str = Field(default="billing@balance-worker.invalid", alias="MAIL_FROM")
-    mail_max_attempts: int = Field(default=8, alias="MAIL_MAX_ATTEMPTS", ge=1, le=100)
+    mail_max_attempts: int = Field(default=12, alias="MAIL_MAX_ATTEMPTS", ge=1, le=100)
     mail_retry_base_seconds: int = Field(default=60, alias="MAIL_RETRY_BASE_SECONDS", ge=1)
     mail_retry_max_seconds: int = Field(default=6 * 3600, alias="MAIL_RETRY_MAX_SECONDS", ge=1)
 
@@ -82,24 +98,20 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
 
-    @field_validator("database_url")
-    @classmethod
-    def _check_database_url(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        try:
-            url = make_url(value)
-        except ArgumentError as exc:
-            raise ValueError("not a database URL (expected postgresql+psycopg://...)") from exc
-        driver = url.drivername
-        if driver in {"postgresql", "postgres"}:
-            url = url.set(drivername="postgresql+psycopg")
-            driver = url.drivername
-        if driver not in _DB_DRIVERS:
-            raise ValueError(
-                f"driver {driver!r} is not supported (use postgresql+psycopg or sqlite)"
-            )
-        return url.render_as_string(hide_password=False)
+    # PSPs. The sandbox stubs need no credentials; real adapters read theirs from here.
+    psp_enabled_list: str = Field(default="braintree,paypal,bank_transfer", alias="PSP_ENABLED")
+    braintree_merchant_id: str | None = Field(default=None, alias="BRAINTREE_MERCHANT_ID")
+    braintree_public_key: str | None = Field(default=None, alias="BRAINTREE_PUBLIC_KEY")
+    braintree_private_key: SecretStr | None = Field(default=None, alias="BRAINTREE_PRIVATE_KEY")
+    paypal_client_id: str | None = Field(default=None, alias="PAYPAL_CLIENT_ID")
+    paypal_client_secret: SecretStr | None = Field(default=None, alias="PAYPAL_CLIENT_SECRET")
+    psp_stub_latency_ms: int = Field(default=0, alias="PSP_STUB_LATENCY_MS", ge=0, le=600_000)
+    psp_stub_timeout_amounts_list: str = Field(default="", alias="PSP_STUB_TIMEOUT_AMOUNTS")
+    psp_stub_timeout_rate: Decimal = Field(default=Decimal("0"), alias="PSP_STUB_TIMEOUT_RATE")
+    psp_stub_database_url: str | None = Field(default=None, alias="PSP_STUB_DATABASE_URL")
+    charge_lease_seconds: int = Field(default=360, alias="CHARGE_LEASE_SECONDS", ge=10)
+    payment_sync_interval_seconds: int = Field(default=60, alias="PAYMENT_SYNC_INTERVAL", ge=1)
+    payment_sync_attention_after: int = Field(default=8, alias="PAYMENT_SYNC_ATTENTION_AFTER", ge=1)
 
     @field_validator("broker_url", "result_backend")
     @classmethod
@@ -126,6 +138,36 @@ class Settings(BaseSettings):
             raise ValueError("must be zero or positive")
         return floor
 
+    @field_validator("psp_enabled_list")
+    @classmethod
+    def _check_psps(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        bad = [n for n in names if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", n)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a PSP name (comma-separated, e.g. braintree,paypal)")
+        return ",".join(names)
+
+    @field_validator("psp_stub_timeout_amounts_list")
+    @classmethod
+    def _check_timeout_amounts(cls, value: str) -> str:
+        for part in (p.strip() for p in value.split(",")):
+            if part:
+                _decimal_setting(part, "PSP_STUB_TIMEOUT_AMOUNTS")
+        return value
+
+    @field_validator("psp_stub_timeout_rate", mode="before")
+    @classmethod
+    def _check_rate(cls, value: Any) -> Decimal:
+        rate = _decimal_setting(value, "PSP_STUB_TIMEOUT_RATE")
+        if not 0 <= rate <= 1:
+            raise ValueError("must be between 0 and 1")
+        return rate
+
+    @field_validator("database_url", "psp_stub_database_url")
+    @classmethod
+    def _check_db_urls(cls, value: str | None) -> str | None:
+        return _database_url(value)
+
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:
@@ -133,6 +175,15 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
+
+    @property
+    def psp_enabled(self) -> tuple[str, ...]:
+        return tuple(n for n in self.psp_enabled_list.split(",") if n)
+
+    @property
+    def psp_stub_timeout_amounts(self) -> tuple[Decimal, ...]:
+        parts = (p.strip() for p in self.psp_stub_timeout_amounts_list.split(","))
+        return tuple(Decimal(p) for p in parts if p)
 
     @property
     def embedded(self) -> bool:
@@ -155,6 +206,11 @@ class Settings(BaseSettings):
         """Cross-field rules: a redelivery must never overtake a running task."""
         if self.task_soft_time_limit_seconds >= self.task_time_limit_seconds:
             raise SettingsError("TASK_SOFT_TIME_LIMIT: must be lower than TASK_TIME_LIMIT")
+        if self.charge_lease_seconds <= self.task_time_limit_seconds:
+            raise SettingsError(
+                "CHARGE_LEASE_SECONDS: must be larger than TASK_TIME_LIMIT "
+                "(a charge in flight must be over before the janitor looks it up)"
+            )
         if self.broker_visibility_timeout_seconds <= self.task_time_limit_seconds:
             raise SettingsError(
                 "BROKER_VISIBILITY_TIMEOUT: must be larger than TASK_TIME_LIMIT "

@@ -1,67 +1,184 @@
 """The one mail sender: an outbox written with the fact it reports, sent over SMTP.
 
-Each mail is claimed with a row lock (SKIP LOCKED) in its own transaction, sent, and
-marked sent before that transaction commits, so two senders never send the same row.
-A failure backs off exponentially; after MAIL_MAX_ATTEMPTS the mail is `failed` and a
-`mail.failed` event says so. The Message-ID is derived from the row id, so even the
-one unavoidable duplicate (a crash after the SMTP server accepted, before our commit)
-carries the same Message-ID for the receiving side to fold.
+`queue()` adds a row to `mail_outbox` in the caller's transaction (once per dedupe key,
+also when two transactions race: INSERT ... ON CONFLICT DO NOTHING), so a mail exists
+exactly when the fact it reports was committed. `send_pending()` claims due rows one at a
+time with a row lock (FOR UPDATE SKIP LOCKED), sends, and marks the row before that
+transaction commits, so two senders never send the same row.
+
+Failures are sorted by what they mean:
+
+- the server failed (unreachable, timeout, TLS, login, sender refused, link dropped): the
+  attempt counts and backs off, and the run stops: the next mails would fail the same way;
+- the server refused this message for good (5xx to every recipient or to the data): the
+  mail is `failed` at once, with a `mail.failed` event, and the run goes on;
+- the server refused this message for now (4xx), or anything unexpected: back off and go on.
+
+Backoff is exponential (MAIL_RETRY_BASE_SECONDS doubling, capped at
+MAIL_RETRY_MAX_SECONDS); after MAIL_MAX_ATTEMPTS the mail is `failed` with a `mail.failed`
+event. The Message-ID is derived from the row id, so the one unavoidable duplicate (a
+crash after the SMTP server accepted, before our commit) carries the same Message-ID for
+the receiving side to fold. Error texts and logs never carry SMTP_PASSWORD or a card number.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
-from collections.abc import Sequence
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, parseaddr
 from typing import Any, Protocol
 
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from config import Settings
-from worker.db.models import Mail, new_id
+from worker.db.models import Account, Mail, new_id
 from worker.db.session import UnitOfWork
-from worker.redaction import redact
+from worker.redaction import REDACTED, redact
 from worker.services import events
 
 log = logging.getLogger(__name__)
 
 SEND_TASK = "balance.mail.send_pending"
-# Errors that mean the server (not this one message) is unreachable: stop this run.
-_TRANSPORT_DOWN = (OSError, smtplib.SMTPConnectError, smtplib.SMTPServerDisconnected)
+SUBJECT_MAX = 300  # mail_outbox.subject
+DEDUPE_KEY_MAX = 200  # mail_outbox.dedupe_key
+KIND_MAX = 64  # mail_outbox.kind
+ERROR_MAX = 500
+
+
+class MailServerError(Exception):
+    """The server, not this message, failed: retry later and stop this run."""
+
+
+class MessageRejected(Exception):
+    """The server refused this message; `permanent` for a 5xx (never retried)."""
+
+    def __init__(self, detail: str, *, permanent: bool) -> None:
+        super().__init__(detail)
+        self.permanent = permanent
 
 
 class MailTransport(Protocol):
     name: str
 
-    def send(self, message: EmailMessage) -> None: ...
+    def send(self, message: EmailMessage) -> Mapping[str, str] | None:
+        """Deliver `message`; return the recipients refused while others were accepted."""
+        ...
+
+
+def _clean(text: str, secrets: Sequence[str] = ()) -> str:
+    """One line, without secrets or card numbers, bounded: fit for a log or last_error."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return (redact(" ".join(text.split())) or "")[:ERROR_MAX]
+
+
+def _describe(exc: BaseException, secrets: Sequence[str] = ()) -> str:
+    return _clean(f"{type(exc).__name__}: {exc}", secrets)
+
+
+def _reply(code: int, message: bytes | str) -> str:
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    return f"{code} {' '.join(text.split())}"
 
 
 class SmtpTransport:
-    """SMTP with optional STARTTLS and login; a timeout on every connection."""
+    """SMTP with optional STARTTLS (certificate verified) and login; a timeout on every
+    socket operation (connect, each command and reply)."""
 
     name = "smtp"
 
     def __init__(self, settings: Settings) -> None:
-        assert settings.smtp_host
+        if not settings.smtp_host:
+            raise ValueError("SMTP_HOST: not set (use LogTransport)")
         self.host = settings.smtp_host
         self.port = settings.smtp_port
         self.starttls = settings.smtp_starttls
         self.username = settings.smtp_username
-        self.password = settings.smtp_password
+        self._password = settings.smtp_password
         self.timeout = settings.smtp_timeout_seconds
 
-    def send(self, message: EmailMessage) -> None:
-        with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+    def _secrets(self) -> list[str]:
+        return [self._password.get_secret_value()] if self._password is not None else []
+
+    def _server_error(self, stage: str, exc: BaseException) -> MailServerError:
+        return MailServerError(f"{stage}: {_describe(exc, self._secrets())}")
+
+    def send(self, message: EmailMessage) -> dict[str, str]:
+        try:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        except Exception as exc:  # refused, unresolvable, timeout, bad banner
+            raise self._server_error("connect", exc) from None
+        try:
+            self._open(smtp)
+            refused = self._deliver(smtp, message)
+        finally:
+            self._close(smtp)
+        return {address: _reply(code, text) for address, (code, text) in refused.items()}
+
+    def _open(self, smtp: smtplib.SMTP) -> None:
+        stage = "ehlo"
+        try:
             smtp.ehlo()
             if self.starttls:
-                smtp.starttls()
+                stage = "starttls"
+                # Raises SMTPNotSupportedError when the server offers no STARTTLS: a mail
+                # is never sent in clear when TLS was asked for.
+                smtp.starttls(context=ssl.create_default_context())
                 smtp.ehlo()
-            if self.username and self.password is not None:
-                smtp.login(self.username, self.password.get_secret_value())
-            smtp.send_message(message)
+            if self.username:
+                stage = "login"
+                password = self._password.get_secret_value() if self._password else ""
+                smtp.login(self.username, password)
+        except Exception as exc:
+            raise self._server_error(stage, exc) from None
+
+    def _deliver(self, smtp: smtplib.SMTP, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
+        try:
+            return smtp.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            detail = "recipients refused: " + "; ".join(
+                f"{address} {_reply(code, text)}"
+                for address, (code, text) in exc.recipients.items()
+            )
+            if 421 in codes:  # the server is closing the session
+                raise MailServerError(_clean(detail)) from None
+            raise MessageRejected(
+                _clean(detail), permanent=all(code >= 500 for code in codes)
+            ) from None
+        except smtplib.SMTPSenderRefused as exc:
+            detail = _clean(f"sender refused: {_reply(exc.smtp_code, exc.smtp_error)}")
+            if exc.smtp_code == 552:  # message size exceeds the server's limit
+                raise MessageRejected(detail, permanent=True) from None
+            # MAIL_FROM is the same for every mail: a configuration or server problem.
+            raise MailServerError(detail) from None
+        except smtplib.SMTPDataError as exc:
+            detail = _clean(f"data refused: {_reply(exc.smtp_code, exc.smtp_error)}")
+            if exc.smtp_code == 421:
+                raise MailServerError(detail) from None
+            raise MessageRejected(detail, permanent=exc.smtp_code >= 500) from None
+        except smtplib.SMTPNotSupportedError as exc:  # e.g. needs SMTPUTF8, not offered
+            raise MessageRejected(_describe(exc), permanent=True) from None
+        except Exception as exc:  # dropped link, timeout, protocol error
+            raise self._server_error("send", exc) from None
+
+    @staticmethod
+    def _close(smtp: smtplib.SMTP) -> None:
+        """QUIT, ignoring its outcome: once DATA was accepted the mail is sent, and a
+        failing QUIT must not make us send it again."""
+        try:
+            smtp.quit()
+        except Exception:
+            smtp.close()
 
 
 class LogTransport:
@@ -69,16 +186,50 @@ class LogTransport:
 
     name = "log"
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: EmailMessage) -> dict[str, str]:
         body = message.get_body(preferencelist=("plain",))
         text = body.get_content() if body is not None else ""
         log.info(
-            "mail (no SMTP_HOST) to=%s subject=%r\n%s", message["To"], message["Subject"], text
+            "mail (no SMTP_HOST) message-id=%s to=%s subject=%r\n%s",
+            message["Message-ID"],
+            message["To"],
+            message["Subject"],
+            text,
         )
+        return {}
 
 
 def transport_for(settings: Settings) -> MailTransport:
     return SmtpTransport(settings) if settings.smtp_host else LogTransport()
+
+
+# --- the outbox -----------------------------------------------------------------------------
+
+
+def _normalize_recipients(recipients: Sequence[str], kind: str) -> list[str]:
+    result: list[str] = []
+    for raw in recipients:
+        try:
+            address = validate_email(str(raw).strip(), check_deliverability=False).normalized
+        except EmailNotValidError:
+            log.warning("mail %s: skipping an invalid recipient address", kind)
+            continue
+        if address.lower() not in (known.lower() for known in result):
+            result.append(address)
+    return result
+
+
+def _clean_subject(subject: str) -> str:
+    """One line (a header cannot hold a line break), no card number, fits the column.
+    Whitespace is folded before redaction so a number split across lines is still found."""
+    line = redact(" ".join(subject.split())) or ""
+    return line if len(line) <= SUBJECT_MAX else line[: SUBJECT_MAX - 1] + "…"
+
+
+def account_recipients(uow: UnitOfWork, account_id: str) -> list[str]:
+    """The account's invoice-and-alert addresses (empty when the account is unknown)."""
+    account = uow.session.get(Account, account_id)
+    return list(account.emails) if account is not None else []
 
 
 def queue(
@@ -86,39 +237,66 @@ def queue(
     *,
     dedupe_key: str,
     kind: str,
-    recipients: Sequence[str],
     subject: str,
     text_body: str,
     html_body: str | None = None,
+    recipients: Sequence[str] | None = None,
     account_id: str | None = None,
     now: datetime,
 ) -> Mail | None:
-    """Add a mail to the outbox of the current transaction, once per `dedupe_key`."""
-    if not recipients:
+    """Add a mail to the outbox of the current transaction, once per `dedupe_key`.
+
+    `recipients` default to the account's invoice-and-alert addresses. Returns the mail
+    (the earlier one for a known `dedupe_key`), or None when there is nobody to send to.
+    The mail is sent after COMMIT; if the transaction rolls back, it never existed.
+    """
+    if not dedupe_key or len(dedupe_key) > DEDUPE_KEY_MAX:
+        raise ValueError(f"dedupe_key: must be 1-{DEDUPE_KEY_MAX} characters")
+    if not kind or len(kind) > KIND_MAX:
+        raise ValueError(f"kind: must be 1-{KIND_MAX} characters")
+    if recipients is None:
+        recipients = account_recipients(uow, account_id) if account_id else []
+    addresses = _normalize_recipients(recipients, kind)
+    if not addresses:
         log.warning(
             "mail %s for account %s not queued: no invoice-and-alert address", kind, account_id
         )
         return None
-    existing = uow.session.scalars(select(Mail).where(Mail.dedupe_key == dedupe_key)).one_or_none()
-    if existing is not None:
-        return existing
-    mail = Mail(
-        id=new_id("mail"),
-        dedupe_key=dedupe_key,
-        account_id=account_id,
-        kind=kind,
-        recipients=list(recipients),
-        subject=redact(subject) or "",
-        text_body=redact(text_body) or "",
-        html_body=redact(html_body),
-        status="pending",
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-    )
-    uow.session.add(mail)
-    uow.enqueue(SEND_TASK)
+    values: dict[str, Any] = {
+        "id": new_id("mail"),
+        "dedupe_key": dedupe_key,
+        "account_id": account_id,
+        "kind": kind,
+        "recipients": addresses,
+        "subject": _clean_subject(subject),
+        "text_body": redact(text_body) or "",
+        "html_body": redact(html_body),
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+    # A second queue() for the same key, even from a racing transaction, folds into the
+    # first row instead of failing the caller's transaction (and the fact it reports).
+    dialect = uow.session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    inserted = uow.session.execute(
+        insert(Mail)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[Mail.dedupe_key])
+        .returning(Mail.id)
+    ).scalar_one_or_none()
+    mail = uow.session.scalars(select(Mail).where(Mail.dedupe_key == dedupe_key)).one()
+    if inserted is not None:
+        uow.enqueue(SEND_TASK)
     return mail
+
+
+def _message_id(mail_id: str, sender: str) -> str:
+    domain = parseaddr(sender)[1].rpartition("@")[2]
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?", domain):
+        domain = "balance-worker"
+    return f"<{mail_id}@{domain}>"
 
 
 def build_message(mail: Mail, sender: str) -> EmailMessage:
@@ -126,8 +304,9 @@ def build_message(mail: Mail, sender: str) -> EmailMessage:
     message["From"] = sender
     message["To"] = ", ".join(mail.recipients)
     message["Subject"] = mail.subject
-    message["Message-ID"] = f"<{mail.id}@balance-worker>"
+    message["Message-ID"] = _message_id(mail.id, sender)
     message["Date"] = format_datetime(mail.created_at)
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies
     message.set_content(mail.text_body)
     if mail.html_body:
         message.add_alternative(mail.html_body, subtype="html")
@@ -135,81 +314,129 @@ def build_message(mail: Mail, sender: str) -> EmailMessage:
 
 
 def backoff(attempts: int, settings: Settings) -> timedelta:
+    """Delay after the `attempts`-th failure: base, 2 x base, 4 x base, ... capped."""
+    exponent = min(max(attempts - 1, 0), 62)
     seconds = min(
-        settings.mail_retry_base_seconds * 2 ** max(attempts - 1, 0),
+        settings.mail_retry_base_seconds * 2**exponent,
         settings.mail_retry_max_seconds,
     )
     return timedelta(seconds=seconds)
 
 
+def _claim_next(uow: UnitOfWork, now: datetime) -> Mail | None:
+    return uow.session.scalars(
+        select(Mail)
+        .where(Mail.status == "pending", Mail.next_attempt_at <= now)
+        .order_by(Mail.next_attempt_at, Mail.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def _record_failure(
+    uow: UnitOfWork, mail: Mail, error: str, permanent: bool, settings: Settings, now: datetime
+) -> bool:
+    """Note a failed attempt; True when the mail is now `failed` for good."""
+    mail.last_error = error
+    if permanent or mail.attempts >= settings.mail_max_attempts:
+        mail.status = "failed"
+        events.record(
+            uow,
+            "mail.failed",
+            mail.account_id,
+            {
+                "mail_id": mail.id,
+                "kind": mail.kind,
+                "attempts": mail.attempts,
+                "permanent": permanent,
+                "error": error,
+            },
+            now,
+        )
+        log.error(
+            "mail %s (%s) failed for good after %d attempt(s): %s",
+            mail.id,
+            mail.kind,
+            mail.attempts,
+            error,
+        )
+        return True
+    mail.next_attempt_at = now + backoff(mail.attempts, settings)
+    log.warning(
+        "mail %s (%s) attempt %d failed, next at %s: %s",
+        mail.id,
+        mail.kind,
+        mail.attempts,
+        mail.next_attempt_at.isoformat(),
+        error,
+    )
+    return False
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    refused: Mapping[str, str] | None = None  # None: not delivered
+    error: str = ""
+    permanent: bool = False  # never retry this mail
+    stop: bool = False  # the server is the problem: stop this run
+
+
+def _attempt(
+    mail: Mail, transport: MailTransport, settings: Settings, secrets: Sequence[str]
+) -> _Attempt:
+    try:
+        message = build_message(mail, settings.mail_from)
+    except Exception as exc:  # this row can never become a message: retrying cannot help
+        return _Attempt(error="cannot build message: " + _describe(exc), permanent=True)
+    try:
+        return _Attempt(refused=transport.send(message) or {})
+    except MessageRejected as exc:
+        return _Attempt(error=_describe(exc, secrets), permanent=exc.permanent)
+    except (MailServerError, OSError) as exc:  # OSError: from a transport of another kind
+        return _Attempt(error=_describe(exc, secrets), stop=True)
+    except Exception as exc:  # unexpected: count the attempt, never block the queue
+        return _Attempt(error=_describe(exc, secrets))
+
+
 def send_pending(
     uow: UnitOfWork, transport: MailTransport, settings: Settings, now: datetime, limit: int = 100
 ) -> dict[str, Any]:
-    """Send mails that are due as of `now`, one transaction per mail."""
+    """Send mails that are due as of `now`, one transaction (and row lock) per mail."""
+    secrets = [settings.smtp_password.get_secret_value()] if settings.smtp_password else []
     sent = retried = failed = 0
     for _ in range(limit):
-        mail = uow.session.scalars(
-            select(Mail)
-            .where(Mail.status == "pending", Mail.next_attempt_at <= now)
-            .order_by(Mail.next_attempt_at, Mail.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        ).one_or_none()
+        mail = _claim_next(uow, now)
         if mail is None:
             break
         mail.attempts += 1
-        try:
-            transport.send(build_message(mail, settings.mail_from))
-        except (smtplib.SMTPException, OSError) as exc:
-            mail.last_error = (redact(f"{type(exc).__name__}: {exc}") or "")[:500]
-            if mail.attempts >= settings.mail_max_attempts:
-                mail.status = "failed"
-                failed += 1
-                events.record(
-                    uow,
-                    "mail.failed",
-                    mail.account_id,
-                    {
-                        "mail_id": mail.id,
-                        "kind": mail.kind,
-                        "attempts": mail.attempts,
-                        "error": mail.last_error,
-                    },
-                    now,
+        outcome = _attempt(mail, transport, settings, secrets)
+        if outcome.refused is not None:
+            mail.status = "sent"
+            mail.sent_at = now
+            mail.transport = transport.name
+            mail.last_error = None
+            if outcome.refused:
+                mail.last_error = _clean(
+                    "sent; refused: " + "; ".join(f"{a} {r}" for a, r in outcome.refused.items()),
+                    secrets,
                 )
-                log.error(
-                    "mail %s (%s) failed for good after %d attempts: %s",
-                    mail.id,
-                    mail.kind,
-                    mail.attempts,
-                    mail.last_error,
-                )
-            else:
-                mail.next_attempt_at = now + backoff(mail.attempts, settings)
-                retried += 1
-                log.warning(
-                    "mail %s (%s) attempt %d failed, next at %s: %s",
-                    mail.id,
-                    mail.kind,
-                    mail.attempts,
-                    mail.next_attempt_at.isoformat(),
-                    mail.last_error,
-                )
+                log.warning("mail %s (%s): %s", mail.id, mail.kind, mail.last_error)
             uow.commit()
-            if isinstance(exc, _TRANSPORT_DOWN):
-                break
+            sent += 1
+            log.info(
+                "mail %s (%s) sent via %s to %d recipient(s)",
+                mail.id,
+                mail.kind,
+                transport.name,
+                len(mail.recipients) - len(outcome.refused),
+            )
             continue
-        mail.status = "sent"
-        mail.sent_at = now
-        mail.transport = transport.name
-        mail.last_error = None
+        if _record_failure(uow, mail, outcome.error, outcome.permanent, settings, now):
+            failed += 1
+        else:
+            retried += 1
         uow.commit()
-        sent += 1
-        log.info(
-            "mail %s (%s) sent via %s to %d recipient(s)",
-            mail.id,
-            mail.kind,
-            transport.name,
-            len(mail.recipients),
-        )
+        if outcome.stop:
+            break
     return {"sent": sent, "retried": retried, "failed": failed}
