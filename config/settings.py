@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-_DECIMAL_RE = re.compile(r"^-?\d{1,14}(\.\d{1,6})?$")
+_DECIMAL_RE = re.compile(r"^-?[0-9]{1,14}(\.[0-9]{1,6})?$")
 _DB_DRIVERS = {"postgresql+psycopg", "sqlite", "sqlite+pysqlite"}
 _BROKER_SCHEMES = ("redis://", "rediss://", "sqla+sqlite://", "memory://", "amqp://", "pyamqp://")
 
@@ -144,7 +144,7 @@ class Settings(BaseSettings):
         names = [n.strip() for n in value.split(",") if n.strip()]
         bad = [n for n in names if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", n)]
         if bad:
-            raise ValueError(f"{bad[0]!r} is not a PSP name (comma-separated, e.g. braintree,paypal)")
+            raise ValueError(f"{bad[0]!r} is not a PSP name (e.g. braintree,paypal)")
         return ",".join(names)
 
     @field_validator("psp_stub_timeout_amounts_list")

@@ -49,18 +49,17 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
-TABLES = ["postings", "ledger_transactions", "ledger_accounts", "events", "mail_outbox", "accounts"]
-
-
 @pytest.fixture
 def clean_db() -> Iterator[None]:
     """Empty every table before the test (one TRUNCATE on PostgreSQL)."""
-    from sqlalchemy import text
+    from sqlalchemy import inspect, text
 
     from worker.db.session import get_engine
 
-    with get_engine().begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    engine = get_engine()
+    tables = [t for t in inspect(engine).get_table_names() if t != "alembic_version"]
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
     yield
 
 

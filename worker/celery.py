@@ -17,12 +17,14 @@ from celery import Celery, signals
 
 from config import SettingsError, get_settings
 from worker.db.session import dispose_engine
+from worker.psp.registry import check_enabled
 from worker.schedule import beat_schedule
 
 log = logging.getLogger(__name__)
 
 try:
     settings = get_settings()
+    check_enabled(settings)
 except SettingsError as _exc:  # stop start-up with one line naming the setting
     print(f"balance-worker: invalid setting {_exc}", file=sys.stderr)
     raise SystemExit(1) from None
@@ -32,6 +34,7 @@ TASK_MODULES = [
     "worker.tasks.ledger",
     "worker.tasks.events",
     "worker.tasks.mail",
+    "worker.tasks.payments",
 ]
 
 app = Celery("balance-worker", include=TASK_MODULES)

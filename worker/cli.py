@@ -26,10 +26,12 @@ db_app = typer.Typer(no_args_is_help=True, help="Schema migrations.")
 accounts_app = typer.Typer(no_args_is_help=True, help="Customer accounts.")
 usage_app = typer.Typer(no_args_is_help=True, help="Usage debits.")
 jobs_app = typer.Typer(no_args_is_help=True, help="Run a scheduled job now, in-process.")
+methods_app = typer.Typer(no_args_is_help=True, help="Payment methods (PSP tokens only).")
 app.add_typer(db_app, name="db")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(usage_app, name="usage")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(methods_app, name="methods")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 NEGATIVE_OK = {"ignore_unknown_options": True}  # so `adjust ID -5` parses as an amount
@@ -284,6 +286,104 @@ def audit(as_json: JsonFlag = False) -> None:
         raise typer.Exit(1)
 
 
+# --- payment methods and charges -----------------------------------------------------------
+
+
+@methods_app.command("add")
+def methods_add(
+    account_id: Annotated[str, typer.Argument(metavar="ID")],
+    psp: Annotated[str, typer.Option("--psp", help="braintree, paypal or bank_transfer")],
+    nonce: Annotated[str | None, typer.Option(help="PSP nonce, e.g. fake-valid-visa-nonce")] = None,
+    default: Annotated[bool, typer.Option("--default", help="Make it the default method.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Vault a payment method at the PSP; prints it (id, type, psp, display)."""
+    from worker.clock import now
+    from worker.services import payment_methods
+
+    _run(
+        as_json,
+        _in_uow(
+            lambda uow: payment_methods.add(
+                uow, account_id=account_id, psp=psp, nonce=nonce, make_default=default, now=now()
+            )
+        ),
+    )
+
+
+@methods_app.command("list")
+def methods_list(
+    account_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+) -> None:
+    """The account's payment methods."""
+    from worker.services import payment_methods
+
+    _run(as_json, _in_uow(lambda uow: payment_methods.list_for(uow.session, account_id)))
+
+
+@methods_app.command("remove")
+def methods_remove(
+    account_id: Annotated[str, typer.Argument(metavar="ID")],
+    method_id: Annotated[str, typer.Argument(metavar="METHOD_ID")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Remove a payment method (auto-reload using it turns off)."""
+    from worker.clock import now
+    from worker.services import payment_methods
+
+    _run(
+        as_json,
+        _in_uow(
+            lambda uow: payment_methods.remove(
+                uow, account_id=account_id, method_id=method_id, now=now()
+            )
+        ),
+    )
+
+
+@app.command("top-up", context_settings=NEGATIVE_OK)
+def top_up(
+    account_id: Annotated[str, typer.Argument(metavar="ID")],
+    amount: Annotated[str, typer.Argument(metavar="AMOUNT")],
+    method: Annotated[
+        str | None,
+        typer.Option("--method", help="Payment method id (default: the account's default)."),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="Repeat-safe key (default: a new one).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """One charge now, through the account's PSP."""
+    import uuid
+
+    from worker.services import charges
+
+    key = idempotency_key or f"cli-{uuid.uuid4().hex}"
+    _run(
+        as_json,
+        _in_uow(
+            lambda uow: charges.top_up(
+                uow,
+                account_id=account_id,
+                amount=amount,
+                idempotency_key=key,
+                payment_method_id=method,
+            )
+        ),
+    )
+
+
+@app.command("charges")
+def charges_cmd(
+    account_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+) -> None:
+    """The account's charges, oldest first."""
+    from worker.services import charges
+
+    _run(as_json, _in_uow(lambda uow: charges.list_for(uow.session, account_id)))
+
+
 # --- jobs and the worker --------------------------------------------------------------------
 
 
@@ -293,12 +393,13 @@ def job_registry() -> dict[str, tuple[str, bool]]:
         "events": ("balance.events.relay", False),
         "mail": ("balance.mail.send_pending", True),
         "audit": ("balance.ledger.audit", False),
+        "sync": ("balance.payments.sync_pending", True),
     }
 
 
 @jobs_app.command("run")
 def jobs_run(
-    job: Annotated[str, typer.Argument(help="events, mail or audit")],
+    job: Annotated[str, typer.Argument(help="events, mail, audit or sync")],
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO-8601 with offset.")] = None,
     as_json: JsonFlag = False,
 ) -> None:

@@ -47,3 +47,15 @@ class CurrencyMismatch(DomainError):
 
 class AuditFailed(DomainError):
     code = "audit_failed"
+
+
+class IdempotencyConflict(DomainError):
+    code = "idempotency_conflict"
+
+
+class PaymentMethodRefused(DomainError):
+    code = "payment_method_refused"
+
+
+class PaymentMethodInUse(DomainError):
+    code = "payment_method_in_use"

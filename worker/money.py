@@ -17,7 +17,7 @@ from worker.errors import ValidationError
 
 SCALE = 6
 MICRO = Decimal(1).scaleb(-SCALE)
-AMOUNT_RE = re.compile(r"^-?\d{1,14}(\.\d{1,6})?$")
+AMOUNT_RE = re.compile(r"^-?[0-9]{1,14}(\.[0-9]{1,6})?$")
 # The one named rounding mode used when money must be rounded (minor units for a PSP).
 ROUNDING = ROUND_HALF_EVEN
 
@@ -61,7 +61,7 @@ def parse_amount(
         raise ValidationError(field, f'must be a decimal string like "5.70", not a {kind}')
     text = value.strip()
     if not AMOUNT_RE.match(text):
-        if re.fullmatch(r"-?\d+\.\d{7,}", text):
+        if re.fullmatch(r"-?[0-9]+\.[0-9]{7,}", text):
             raise ValidationError(field, f"has more than {SCALE} decimal places: {text!r}")
         raise ValidationError(field, f"is not a decimal string: {text[:40]!r}")
     try:

@@ -1,4 +1,9 @@
-"""Card numbers never enter storage or logs (PCI): detect and redact PAN-like values."""
+"""Card numbers never enter storage or logs (PCI): detect and redact PAN-like values.
+
+A PAN-like value is 13-19 digits passing Luhn, optionally grouped by single spaces or
+dashes. Detection looks at every run of digit groups and at every contiguous span of
+whole groups inside it, so "4111 1111 1111 1111 12/26" still loses the card number.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ import re
 from worker.errors import ValidationError
 
 REDACTED = "[REDACTED]"
-# 13-19 digits, optionally grouped by single spaces or dashes.
-_PAN_CANDIDATE = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
+_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])")
+_SEP = re.compile(r"([ -])")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -23,20 +28,52 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _is_pan(candidate: str) -> bool:
-    digits = re.sub(r"[ -]", "", candidate)
-    return 13 <= len(digits) <= 19 and luhn_valid(digits)
+def _pan_groups(groups: list[str]) -> list[bool]:
+    """Which digit groups belong to some 13-19 digit Luhn-valid span of whole groups."""
+    marked = [False] * len(groups)
+    for start in range(len(groups)):
+        length = 0
+        for end in range(start, len(groups)):
+            length += len(groups[end])
+            if length > 19:
+                break
+            if length >= 13 and luhn_valid("".join(groups[start : end + 1])):
+                for i in range(start, end + 1):
+                    marked[i] = True
+    return marked
+
+
+def _redact_run(run: str) -> str:
+    parts = _SEP.split(run)
+    groups, seps = parts[0::2], parts[1::2]
+    marked = _pan_groups(groups)
+    if not any(marked):
+        return run
+    out: list[str] = []
+    for i, group in enumerate(groups):
+        if marked[i]:
+            if i == 0 or not marked[i - 1]:
+                out.append(REDACTED)
+        else:
+            out.append(group)
+        if i < len(seps) and not (marked[i] and marked[i + 1]):
+            out.append(seps[i])
+    return "".join(out)
+
+
+def contains_pan(text: str) -> bool:
+    return any(any(_pan_groups(_SEP.split(m.group(0))[0::2])) for m in _RUN.finditer(text))
 
 
 def redact(text: str | None) -> str | None:
-    """Replace every Luhn-valid 13-19 digit run (spaces/dashes allowed) with [REDACTED]."""
+    """Replace every PAN-like value in free text with [REDACTED]."""
     if text is None:
         return None
-    return _PAN_CANDIDATE.sub(lambda m: REDACTED if _is_pan(m.group(0)) else m.group(0), text)
+    return _RUN.sub(lambda m: _redact_run(m.group(0)), text)
 
 
 def refuse_pan(value: str, field: str) -> str:
-    """For tokens and nonces: a card number is refused outright and never echoed."""
-    if any(_is_pan(m.group(0)) for m in _PAN_CANDIDATE.finditer(value)):
+    """For tokens, nonces and identifiers: a card number is refused and never echoed."""
+    if contains_pan(value):
         raise ValidationError(field, "looks like a card number; send a PSP token or nonce instead")
     return value

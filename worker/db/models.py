@@ -10,13 +10,15 @@ adjustments, PSP receivables) keep no cached balance, so they are never a lock h
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -186,3 +188,97 @@ class Mail(Base):
     transport: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+
+class PaymentMethod(Base):
+    """A PSP token for a card, a PayPal account, or bank transfer; never a card number.
+
+    A card or PayPal account (its PSP fingerprint) belongs to one account only: a partial
+    unique index over methods that are not removed enforces it across accounts.
+    """
+
+    __tablename__ = "payment_methods"
+    __table_args__ = (
+        CheckConstraint("type IN ('card', 'paypal', 'bank_transfer')", name="ck_pm_type"),
+        Index(
+            "uq_payment_methods_fingerprint",
+            "fingerprint",
+            unique=True,
+            postgresql_where=text("removed_at IS NULL AND fingerprint IS NOT NULL"),
+            sqlite_where=text("removed_at IS NULL AND fingerprint IS NOT NULL"),
+        ),
+        Index(
+            "uq_payment_methods_default",
+            "account_id",
+            unique=True,
+            postgresql_where=text("is_default AND removed_at IS NULL"),
+            sqlite_where=text("is_default AND removed_at IS NULL"),
+        ),
+        Index("ix_payment_methods_account", "account_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    psp: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(16))
+    token: Mapped[str | None] = mapped_column(String(120))
+    fingerprint: Mapped[str | None] = mapped_column(String(80))
+    display: Mapped[str] = mapped_column(String(120))
+    brand: Mapped[str | None] = mapped_column(String(32))
+    last4: Mapped[str | None] = mapped_column(String(4))
+    expiry: Mapped[str | None] = mapped_column(String(7))
+    payer_email: Mapped[str | None] = mapped_column(String(254))
+    is_default: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime]
+    removed_at: Mapped[datetime | None]
+
+
+class Charge(Base):
+    """One attempt to take money through a PSP. Committed before the PSP is called.
+
+    Status only moves forward (services/charges.py holds the allowed moves); succeeded,
+    declined and failed are terminal.
+    """
+
+    __tablename__ = "charges"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('processing', 'pending', 'unknown', 'not_attempted', "
+            "'succeeded', 'declined', 'failed')",
+            name="ck_charges_status",
+        ),
+        CheckConstraint("amount > 0", name="ck_charges_amount_positive"),
+        Index("ix_charges_account_created", "account_id", "created_at"),
+        Index(
+            "ix_charges_unresolved",
+            "status",
+            "next_attempt_at",
+            postgresql_where=text("status IN ('processing', 'unknown', 'pending')"),
+            sqlite_where=text("status IN ('processing', 'unknown', 'pending')"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    payment_method_id: Mapped[str] = mapped_column(ForeignKey("payment_methods.id"))
+    psp: Mapped[str] = mapped_column(String(32))
+    purpose: Mapped[str] = mapped_column(String(32))
+    amount: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    psp_reference: Mapped[str | None] = mapped_column(String(120))
+    decline_code: Mapped[str | None] = mapped_column(String(64))
+    decline_text: Mapped[str | None] = mapped_column(String(300))
+    attempts: Mapped[int] = mapped_column(default=0)
+    sync_attempts: Mapped[int] = mapped_column(default=0)
+    lease_until: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    needs_attention: Mapped[bool] = mapped_column(default=False)
+    transaction_id: Mapped[str | None] = mapped_column(String(40))
+    available_on: Mapped[date | None] = mapped_column(Date)
+    settlement_status: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]

@@ -1,0 +1,210 @@
+"""What the real sandboxes do, for the stubs: nonces, the amount table, and a "remote side".
+
+The remote side keeps its own records in its own table and its own connections
+(autocommit, never inside our unit of work), shared by every worker process, so a lookup
+by idempotency key after a crash finds the earlier charge and a repeated key never
+charges twice. Knobs: latency (after the remote side recorded the charge, like a slow
+answer), and "succeed remotely, then time out locally" for chosen amounts or a rate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from config import Settings
+from worker.clock import now
+from worker.money import exponent
+from worker.psp.base import ChargeRequest, ChargeResult, Outcome
+from worker.psp.errors import TransportError, VaultRefused
+from worker.redaction import refuse_pan
+
+log = logging.getLogger(__name__)
+
+_metadata = MetaData()
+remote_charges = Table(
+    "psp_stub_remote_charges",
+    _metadata,
+    Column("psp", String(32), primary_key=True),
+    Column("idempotency_key", String(200), primary_key=True),
+    Column("reference", String(64), nullable=False),
+    Column("token", String(120), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("code", String(64)),
+    Column("text", String(300)),
+    Column("refunded_minor", BigInteger, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Braintree's processor response texts for the decline range (2000-2999).
+_DECLINE_TEXTS = {
+    2000: "Do Not Honor", 2001: "Insufficient Funds", 2002: "Limit Exceeded",
+    2003: "Cardholder's Activity Limit Exceeded", 2004: "Expired Card",
+    2005: "Invalid Credit Card Number", 2006: "Invalid Expiration Date",
+    2010: "Card Issuer Declined CVV", 2015: "Transaction Not Allowed",
+    2038: "Processor Declined", 2046: "Declined",
+    2057: "Issuer or Cardholder has put a restriction on the card",
+}  # fmt: skip
+
+CARD_NONCES = {
+    "fake-valid-nonce": ("Visa", "1881"),
+    "fake-valid-visa-nonce": ("Visa", "1881"),
+    "fake-valid-mastercard-nonce": ("MasterCard", "4444"),
+    "fake-valid-amex-nonce": ("American Express", "0005"),
+}
+PAYPAL_NONCE = "fake-paypal-billing-agreement-nonce"
+DECLINED_NONCE = "fake-processor-declined-visa-nonce"
+CONSUMED_NONCE = "fake-consumed-nonce"
+
+
+@dataclass(frozen=True)
+class Nonce:
+    base: str
+    tag: str
+
+
+def parse_nonce(raw: str) -> Nonce:
+    """`fake-valid-visa-nonce:alice` -> a distinct card per tag; a card number is refused."""
+    refuse_pan(raw, "nonce")
+    base, _, tag = raw.strip().partition(":")
+    return Nonce(base=base, tag=tag)
+
+
+def fingerprint(kind: str, *parts: str) -> str:
+    """Stable per instrument: the same nonce and tag always mean the same card/account."""
+    return hashlib.sha256(":".join((kind, *parts)).encode()).hexdigest()[:40]
+
+
+def refuse_special_nonces(nonce: Nonce) -> None:
+    if nonce.base == DECLINED_NONCE:
+        raise VaultRefused("2000", "card verification failed: processor declined (Do Not Honor)")
+    if nonce.base == CONSUMED_NONCE:
+        raise VaultRefused("93107", "payment method nonce has already been consumed")
+
+
+def sandbox_result(amount_minor: int, currency: str) -> tuple[Outcome, str | None, str | None]:
+    """Braintree's sandbox amount table (the amount in major units decides)."""
+    amount = Decimal(amount_minor).scaleb(-exponent(currency))
+    if Decimal("2000.00") <= amount <= Decimal("2999.99"):
+        code = int(amount)
+        return Outcome.DECLINED, str(code), _DECLINE_TEXTS.get(code, "Processor Declined")
+    if Decimal("3000.00") <= amount <= Decimal("3000.99"):
+        return Outcome.NOT_ATTEMPTED, "3000", "Processor Network Unavailable - Try Again"
+    if amount == Decimal("5001.00"):
+        return Outcome.DECLINED, "gateway_rejected", "Gateway Rejected: application_incomplete"
+    return Outcome.SUCCEEDED, None, None
+
+
+class RemoteSide:
+    """The stub PSP's own records: separate table, separate connections, autocommit."""
+
+    _engines: dict[tuple[int, str], Engine] = {}  # noqa: RUF012 - a per-process cache
+
+    def __init__(self, settings: Settings, psp: str) -> None:
+        self.psp = psp
+        self.url = settings.psp_stub_database_url or settings.effective_database_url
+        self.latency = settings.psp_stub_latency_ms / 1000
+        self.timeout_amounts = set(settings.psp_stub_timeout_amounts)
+        self.timeout_rate_ppm = int(settings.psp_stub_timeout_rate * 1_000_000)
+
+    @property
+    def engine(self) -> Engine:
+        import os
+
+        key = (os.getpid(), self.url)
+        engine = self._engines.get(key)
+        if engine is None:
+            engine = (
+                create_engine(self.url, pool_pre_ping=True, pool_size=2, max_overflow=8)
+                if not self.url.startswith("sqlite")
+                else create_engine(self.url, connect_args={"timeout": 30})
+            )
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7342001)"))
+                _metadata.create_all(conn, checkfirst=True)
+            self._engines[key] = engine
+        return engine
+
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        """Record once per key (a repeat returns the first outcome), then answer."""
+        outcome, code, msg = sandbox_result(request.amount_minor, request.currency)
+        row: dict[str, Any] = {
+            "psp": self.psp,
+            "idempotency_key": request.idempotency_key,
+            "reference": f"{self.psp[:2]}_{uuid.uuid4().hex[:16]}",
+            "token": request.token,
+            "amount_minor": request.amount_minor,
+            "currency": request.currency,
+            "outcome": outcome.value,
+            "code": code,
+            "text": msg,
+            "refunded_minor": 0,
+            "created_at": now(),
+        }
+        with self.engine.begin() as conn:
+            if outcome is not Outcome.NOT_ATTEMPTED:
+                insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+                conn.execute(insert(remote_charges).values(row).on_conflict_do_nothing())
+            stored = self._find(conn, request.idempotency_key)
+        if self.latency:
+            time.sleep(self.latency)
+        if stored is None:  # processor unavailable: nothing was recorded
+            return ChargeResult(Outcome.NOT_ATTEMPTED, None, code, msg)
+        result = self._result(stored)
+        if result.outcome is Outcome.SUCCEEDED and self._times_out(request):
+            raise TransportError("read timed out after the PSP accepted the charge", sent=True)
+        return result
+
+    def lookup(self, idempotency_key: str) -> ChargeResult | None:
+        with self.engine.connect() as conn:
+            stored = self._find(conn, idempotency_key)
+        return None if stored is None else self._result(stored)
+
+    def count(self, idempotency_key: str | None = None) -> int:
+        """How many charges the remote side holds (tests prove 'never twice' with it)."""
+        with self.engine.connect() as conn:
+            query = select(remote_charges.c.idempotency_key).where(remote_charges.c.psp == self.psp)
+            if idempotency_key is not None:
+                query = query.where(remote_charges.c.idempotency_key == idempotency_key)
+            return len(conn.execute(query).all())
+
+    def _find(self, conn: Any, key: str) -> Any:
+        return conn.execute(
+            select(remote_charges).where(
+                remote_charges.c.psp == self.psp, remote_charges.c.idempotency_key == key
+            )
+        ).one_or_none()
+
+    @staticmethod
+    def _result(stored: Any) -> ChargeResult:
+        return ChargeResult(Outcome(stored.outcome), stored.reference, stored.code, stored.text)
+
+    def _times_out(self, request: ChargeRequest) -> bool:
+        amount = Decimal(request.amount_minor).scaleb(-exponent(request.currency))
+        if amount in self.timeout_amounts:
+            return True
+        return self.timeout_rate_ppm > 0 and random.randrange(1_000_000) < self.timeout_rate_ppm

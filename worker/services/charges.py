@@ -1,0 +1,470 @@
+"""The charge engine: exactly-once charging.
+
+1. `begin` commits a charge row with a unique idempotency key (status `processing`, a
+   lease) *before* the PSP is called; the PSP gets that key.
+2. The adapter answers with one of five outcomes; `apply` records it under the charge's
+   row lock. Success credits the balance in the same DB transaction (ledger reference =
+   charge id, unique), so a charge is credited at most once whoever applies it.
+3. `sync_pending` (the janitor) resolves charges whose outcome is unknown, or whose
+   worker vanished (lease expired), by *looking them up* at the PSP: never by charging.
+
+Status only moves forward; succeeded, declined and failed are terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, or_, select, true
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from config import get_settings
+from worker import clock
+from worker.clock import isoformat
+from worker.db.models import Charge, PaymentMethod, new_id
+from worker.db.session import UnitOfWork
+from worker.errors import IdempotencyConflict, NotFound, ValidationError
+from worker.money import exponent, format_amount, parse_amount, to_minor_units
+from worker.psp.base import ChargeRequest, ChargeResult, Outcome, PspAdapter
+from worker.psp.errors import TransportError
+from worker.psp.registry import get_adapter
+from worker.services import accounts, events, ledger, payment_methods, validation
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({"succeeded", "declined", "failed"})
+_ALLOWED: dict[str, frozenset[str]] = {
+    "processing": frozenset(
+        {"succeeded", "pending", "declined", "not_attempted", "unknown", "failed"}
+    ),
+    "unknown": frozenset({"succeeded", "pending", "declined", "failed"}),
+    "pending": frozenset({"succeeded", "declined", "failed"}),
+    "not_attempted": frozenset({"processing", "failed"}),
+}
+# Janitor look-up schedule: minutes, then hours, then daily.
+SYNC_SCHEDULE = (
+    [timedelta(minutes=m) for m in (1, 2, 5, 15, 30)]
+    + [timedelta(hours=h) for h in (1, 3, 6, 12)]
+    + [timedelta(days=1)]
+)
+RECEIVABLE = "psp_pending"  # counter-account: money the PSP owes us, not yet available
+
+
+class IllegalTransition(RuntimeError):
+    """A bug, never user input: terminal states never change."""
+
+
+def move(charge: Charge, status: str, now: datetime) -> None:
+    if status == charge.status:
+        return
+    if status not in _ALLOWED.get(charge.status, frozenset()):
+        raise IllegalTransition(f"charge {charge.id}: {charge.status} -> {status} is not allowed")
+    charge.status = status
+    charge.updated_at = now
+    if status in TERMINAL:
+        charge.completed_at = now
+        charge.lease_until = None
+        charge.next_attempt_at = None
+
+
+def view(charge: Charge) -> dict[str, Any]:
+    cur = charge.currency
+    return {
+        "id": charge.id,
+        "account_id": charge.account_id,
+        "amount": format_amount(charge.amount, cur),
+        "currency": cur,
+        "status": charge.status,
+        "purpose": charge.purpose,
+        "psp": charge.psp,
+        "payment_method_id": charge.payment_method_id,
+        "psp_reference": charge.psp_reference,
+        "decline_code": charge.decline_code,
+        "decline_text": charge.decline_text,
+        "attempts": charge.attempts,
+        "needs_attention": charge.needs_attention,
+        "transaction_id": charge.transaction_id,
+        "available_on": charge.available_on.isoformat() if charge.available_on else None,
+        "settlement_status": charge.settlement_status,
+        "created_at": isoformat(charge.created_at),
+        "completed_at": isoformat(charge.completed_at) if charge.completed_at else None,
+    }
+
+
+def list_for(session: Session, account_id: str) -> list[dict[str, Any]]:
+    accounts.get(session, account_id)
+    rows = session.scalars(
+        select(Charge).where(Charge.account_id == account_id).order_by(Charge.created_at, Charge.id)
+    )
+    return [view(c) for c in rows]
+
+
+def chargeable_amount(value: object, currency: str, field: str = "amount") -> Decimal:
+    """A positive amount in whole minor units of the currency (EUR cents, whole JPY)."""
+    amount = parse_amount(value, field)
+    exp = exponent(currency)
+    if amount != amount.quantize(Decimal(1).scaleb(-exp)):
+        raise ValidationError(
+            field,
+            f"{currency} is charged in whole minor units: at most {exp} "
+            f"decimal place(s), got {format_amount(amount)}",
+        )
+    return amount
+
+
+def _insert_if_absent(session: Session, values: dict[str, Any]) -> bool:
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    result = session.execute(
+        insert(Charge)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(Charge.id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+def _by_key(session: Session, key: str) -> Charge | None:
+    return session.scalars(select(Charge).where(Charge.idempotency_key == key)).one_or_none()
+
+
+def begin(
+    uow: UnitOfWork,
+    *,
+    account_id: object,
+    amount: object,
+    idempotency_key: object,
+    payment_method_id: object = None,
+    purpose: str = "top_up",
+    now: datetime,
+) -> tuple[Charge, bool]:
+    """The charge row for this key, and whether this caller must call the PSP.
+
+    Re-using a key with another account or amount is refused; a key whose charge was
+    `not_attempted` is re-armed (safe: the PSP never processed it).
+    """
+    session = uow.session
+    key = validation.reference(idempotency_key, "idempotency_key")
+    account = accounts.get(session, account_id)
+    value = chargeable_amount(amount, account.currency)
+
+    def conflict_check(existing: Charge) -> None:
+        if existing.account_id != account.id or existing.amount != value:
+            raise IdempotencyConflict(
+                "idempotency_key",
+                f"{key!r} was already used for {format_amount(existing.amount, existing.currency)}"
+                f" {existing.currency} on account {existing.account_id}",
+            )
+
+    existing = _by_key(session, key)
+    if existing is None:
+        if payment_method_id is None:
+            method = payment_methods.default_for(session, account.id)
+            if method is None:
+                raise NotFound(
+                    "payment_method_id", "the account has no default payment method; add one first"
+                )
+        else:
+            method = payment_methods.get_active(
+                session, account.id, payment_method_id, "payment_method_id"
+            )
+        get_adapter(method.psp, "payment_method_id")  # still enabled?
+        lease = now + timedelta(seconds=get_settings().charge_lease_seconds)
+        inserted = _insert_if_absent(
+            session,
+            {
+                "id": new_id("ch"),
+                "account_id": account.id,
+                "payment_method_id": method.id,
+                "psp": method.psp,
+                "purpose": purpose,
+                "amount": value,
+                "currency": account.currency,
+                "amount_minor": to_minor_units(value, account.currency),
+                "idempotency_key": key,
+                "status": "processing",
+                "attempts": 1,
+                "sync_attempts": 0,
+                "lease_until": lease,
+                "next_attempt_at": lease,
+                "needs_attention": False,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        existing = _by_key(session, key)
+        assert existing is not None
+        conflict_check(existing)
+        return existing, inserted
+    conflict_check(existing)
+    if existing.status == "not_attempted":
+        locked = lock(session, existing.id)
+        if locked.status == "not_attempted":
+            move(locked, "processing", now)
+            locked.attempts += 1
+            locked.lease_until = now + timedelta(seconds=get_settings().charge_lease_seconds)
+            locked.next_attempt_at = locked.lease_until
+            return locked, True
+    return existing, False
+
+
+def lock(session: Session, charge_id: str) -> Charge:
+    return session.scalars(
+        select(Charge)
+        .where(Charge.id == charge_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def request_for(session: Session, charge: Charge) -> ChargeRequest:
+    method = session.get(PaymentMethod, charge.payment_method_id)
+    assert method is not None
+    return ChargeRequest(
+        idempotency_key=charge.idempotency_key,
+        token=method.token or "",
+        amount_minor=charge.amount_minor,
+        currency=charge.currency,
+        description=f"{charge.purpose} {charge.id}",
+    )
+
+
+def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) -> Charge:
+    """Record a PSP answer under the charge's row lock; a resolved charge is left alone."""
+    charge = lock(uow.session, charge_id)
+    if charge.status in TERMINAL:
+        return charge
+    charge.psp_reference = result.psp_reference or charge.psp_reference
+    data = {
+        "charge_id": charge.id,
+        "amount": format_amount(charge.amount, charge.currency),
+        "currency": charge.currency,
+        "psp": charge.psp,
+        "purpose": charge.purpose,
+        "psp_reference": charge.psp_reference,
+    }
+    if result.outcome is Outcome.SUCCEEDED:
+        account = ledger.lock_account(uow.session, charge.account_id)
+        txn = ledger.post(
+            uow,
+            account,
+            kind="charge",
+            reference=charge.id,
+            amount=charge.amount,
+            counter=f"{RECEIVABLE}:{charge.psp}",
+            description=f"{charge.purpose} via {charge.psp}",
+            now=now,
+        )
+        move(charge, "succeeded", now)
+        charge.transaction_id = txn.id
+        charge.settlement_status = "pending"
+        charge.decline_code = charge.decline_text = None
+        events.record(
+            uow,
+            "charge.succeeded",
+            charge.account_id,
+            {
+                **data,
+                "balance": format_amount(account.balance, account.currency),
+                "transaction_id": txn.id,
+            },
+            now,
+        )
+    elif result.outcome is Outcome.DECLINED:
+        move(charge, "declined", now)
+        charge.decline_code, charge.decline_text = result.code, result.text
+        events.record(
+            uow,
+            "charge.declined",
+            charge.account_id,
+            {**data, "decline_code": result.code, "decline_text": result.text},
+            now,
+        )
+    elif result.outcome is Outcome.PENDING:
+        first = charge.status != "pending"
+        move(charge, "pending", now)
+        charge.lease_until = None
+        on_demand = get_adapter(charge.psp).on_demand
+        charge.next_attempt_at = now + SYNC_SCHEDULE[0] if on_demand else None
+        if first:
+            events.record(uow, "charge.pending", charge.account_id, data, now)
+    elif result.outcome is Outcome.NOT_ATTEMPTED:
+        move(charge, "not_attempted", now)
+        charge.decline_code, charge.decline_text = result.code, result.text
+        charge.lease_until = charge.next_attempt_at = None
+    else:  # UNKNOWN: only a look-up may resolve it
+        move(charge, "unknown", now)
+        charge.decline_code, charge.decline_text = result.code, result.text
+        charge.next_attempt_at = now + SYNC_SCHEDULE[0]
+    return charge
+
+
+def fail(uow: UnitOfWork, charge: Charge, code: str, text: str, now: datetime) -> None:
+    move(charge, "failed", now)
+    charge.decline_code, charge.decline_text = code, text
+    events.record(
+        uow,
+        "charge.failed",
+        charge.account_id,
+        {
+            "charge_id": charge.id,
+            "amount": format_amount(charge.amount, charge.currency),
+            "currency": charge.currency,
+            "psp": charge.psp,
+            "purpose": charge.purpose,
+            "code": code,
+            "text": text,
+        },
+        now,
+    )
+
+
+def top_up(
+    uow: UnitOfWork,
+    *,
+    account_id: object,
+    amount: object,
+    idempotency_key: object,
+    payment_method_id: object = None,
+    now_fn: Callable[[], datetime] = clock.now,
+) -> dict[str, Any]:
+    """One charge now. The charge row is committed before the PSP call."""
+    charge, must_call = begin(
+        uow,
+        account_id=account_id,
+        amount=amount,
+        idempotency_key=idempotency_key,
+        payment_method_id=payment_method_id,
+        now=now_fn(),
+    )
+    uow.commit()
+    if must_call:
+        adapter = get_adapter(charge.psp)
+        result = adapter.charge(request_for(uow.session, charge))
+        charge = apply(uow, charge.id, result, now_fn())
+        uow.commit()
+    account = accounts.get(uow.session, charge.account_id)
+    uow.session.refresh(account)
+    return {
+        **view(charge),
+        "charge_id": charge.id,
+        "balance": format_amount(account.balance, account.currency),
+    }
+
+
+SOFT_RETRIES = 2
+
+
+def soft_retry_delay(retries: int) -> int:
+    """Seconds before re-trying a `not_attempted` charge: 5, 10, 20 ... capped at 60."""
+    return int(min(5 * 2**retries, 60))
+
+
+def give_up(
+    uow: UnitOfWork, charge_id: str, now_fn: Callable[[], datetime] = clock.now
+) -> dict[str, Any]:
+    """A charge that stayed `not_attempted` after its retries ends `failed` (nothing charged)."""
+    charge = lock(uow.session, charge_id)
+    if charge.status == "not_attempted":
+        fail(
+            uow,
+            charge,
+            charge.decline_code or "not_attempted",
+            charge.decline_text or "the PSP did not process the charge",
+            now_fn(),
+        )
+    account = accounts.get(uow.session, charge.account_id)
+    return {
+        **view(charge),
+        "charge_id": charge.id,
+        "balance": format_amount(account.balance, account.currency),
+    }
+
+
+def _due(now: datetime) -> Any:
+    return or_(
+        and_(Charge.status == "processing", Charge.lease_until <= now),
+        and_(Charge.status.in_(("unknown", "pending")), Charge.next_attempt_at <= now),
+    )
+
+
+def _reschedule(uow: UnitOfWork, charge: Charge, now: datetime, why: str) -> None:
+    charge.sync_attempts += 1
+    step = SYNC_SCHEDULE[min(charge.sync_attempts - 1, len(SYNC_SCHEDULE) - 1)]
+    charge.next_attempt_at = now + step
+    charge.updated_at = now
+    if (
+        charge.sync_attempts >= get_settings().payment_sync_attention_after
+        and not charge.needs_attention
+    ):
+        charge.needs_attention = True
+        events.record(
+            uow,
+            "charge.needs_attention",
+            charge.account_id,
+            {
+                "charge_id": charge.id,
+                "status": charge.status,
+                "psp": charge.psp,
+                "amount": format_amount(charge.amount, charge.currency),
+                "currency": charge.currency,
+                "sync_attempts": charge.sync_attempts,
+                "reason": why,
+            },
+            now,
+        )
+        log.error(
+            "charge %s needs attention after %d look-ups: %s", charge.id, charge.sync_attempts, why
+        )
+
+
+def sync_one(uow: UnitOfWork, charge: Charge, adapter: PspAdapter, now: datetime) -> bool:
+    """Resolve one locked charge by look-up. True when it reached a terminal state."""
+    try:
+        found = adapter.lookup(charge.idempotency_key)
+    except TransportError as exc:
+        _reschedule(uow, charge, now, f"look-up failed: {exc}")
+        return False
+    if found is None:
+        lease_over = charge.lease_until is None or charge.lease_until <= now
+        if charge.status in ("processing", "unknown") and lease_over:
+            # The PSP never received it and our request can no longer land: not charged.
+            fail(uow, charge, "not_received", "the PSP has no record of this charge", now)
+            return True
+        _reschedule(uow, charge, now, "no record at the PSP yet")
+        return False
+    if found.outcome in (Outcome.UNKNOWN, Outcome.PENDING, Outcome.NOT_ATTEMPTED):
+        if found.outcome is Outcome.PENDING and charge.status != "pending":
+            apply(uow, charge.id, found, now)
+        _reschedule(uow, charge, now, f"still {found.outcome.value} at the PSP")
+        return False
+    apply(uow, charge.id, found, now)
+    return True
+
+
+def sync_pending(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> dict[str, int]:
+    """The janitor: look up every unresolved charge that is due, one transaction each."""
+    resolved = checked = 0
+    seen: set[str] = set()
+    while True:
+        charge = uow.session.scalars(
+            select(Charge)
+            .where(_due(now), Charge.id.not_in(seen) if seen else true())
+            .order_by(Charge.next_attempt_at, Charge.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).one_or_none()
+        if charge is None or checked >= batch_size:
+            uow.commit()
+            return {"checked": checked, "resolved": resolved}
+        seen.add(charge.id)
+        checked += 1
+        if sync_one(uow, charge, get_adapter(charge.psp), now):
+            resolved += 1
+        uow.commit()
