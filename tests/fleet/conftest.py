@@ -68,14 +68,15 @@ class Fleet:
     def wait_ready(self, timeout: float = 60) -> None:
         from worker.celery import app
 
-        names = {w.name for w in self.workers if w.proc.poll() is None}
+        waiting = [w for w in self.workers if w.proc.poll() is None]
+        names = {w.name for w in waiting}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             replies = app.control.ping(timeout=1.0) or []
             seen = {name for reply in replies for name in reply}
             if names <= seen:
                 return
-            for w in self.workers:
+            for w in waiting:
                 if w.proc.poll() is not None:
                     raise RuntimeError(f"worker {w.name} exited:\n{w.output()[-3000:]}")
         raise RuntimeError(
