@@ -13,6 +13,10 @@ class DomainError(Exception):
     code = "error"
 
     def __init__(self, field: str, message: str, code: str | None = None) -> None:
+        # Messages echo input values and are logged by Celery: never let a card number through.
+        from worker.redaction import redact
+
+        message = redact(message) or ""
         super().__init__(field, message, code or self.code)
         self.field = field
         self.message = message

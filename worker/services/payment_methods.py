@@ -82,7 +82,12 @@ def add(
             )
         ).one_or_none()
         if holder is not None and holder.account_id == account.id:
-            return view(holder)  # the same card again: nothing new
+            if make_default and not holder.is_default:  # the same card again, now as default
+                for other in _active(uow.session, account.id):
+                    other.is_default = False
+                uow.session.flush()
+                holder.is_default = True
+            return view(holder)
         if holder is not None:
             raise PaymentMethodInUse("nonce", IN_USE)
 

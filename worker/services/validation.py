@@ -81,6 +81,7 @@ def emails(values: object, field: str = "email") -> list[str]:
     for raw in values:
         if not isinstance(raw, str):
             raise ValidationError(field, "must be a list of addresses")
+        refuse_pan(raw, field)
         try:
             normalized = validate_email(raw.strip(), check_deliverability=False).normalized
         except EmailNotValidError as exc:
