@@ -8,13 +8,16 @@ bad value (one line on stderr naming the field); 2 when the command line cannot 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from typing import Annotated, Any, NoReturn
 
 import typer
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from config import SettingsError, get_settings
+from worker.redaction import redact
 
 app = typer.Typer(
     name="balancectl",
@@ -109,8 +112,22 @@ def _run(as_json: bool, action: Callable[[], Any], *, write: bool = True) -> Any
         _fail(exc.code, exc.field, str(exc), as_json)
     except SettingsError as exc:
         _fail("invalid_setting", str(exc).split(":", 1)[0], str(exc), as_json)
+    except (OperationalError, InterfaceError) as exc:
+        _fail(
+            "database_unavailable",
+            "DATABASE_URL",
+            f"DATABASE_URL: cannot use the database ({_one_line(exc)})",
+            as_json,
+        )
     _print(result, as_json)
     return result
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error, without card numbers: the contract wants one line."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines() or [type(orig).__name__]
+    return (redact(lines[0]) or "")[:200]
 
 
 def _in_uow(fn: Callable[[Any], Any]) -> Callable[[], Any]:
@@ -131,7 +148,10 @@ def _cli_dispatch() -> Callable[[str, tuple[Any, ...], dict[str, Any]], None]:
     def dispatch(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         from worker.celery import app as celery_app
 
-        celery_app.send_task(name, args=list(args), kwargs=kwargs, retry=False)
+        try:
+            celery_app.send_task(name, args=list(args), kwargs=kwargs, retry=False)
+        except Exception as exc:  # a nudge only: beat runs the job anyway
+            logging.getLogger(__name__).debug("follow-up %s not sent: %s", name, exc)
 
     return dispatch
 
@@ -152,7 +172,12 @@ def db_upgrade(as_json: JsonFlag = False) -> None:
     try:
         result = action()
     except Exception as exc:  # a migration failure is reported, not dumped
-        _fail("migration_failed", "DATABASE_URL", f"migration failed: {exc}", as_json)
+        _fail(
+            "migration_failed",
+            "DATABASE_URL",
+            f"DATABASE_URL: migration failed ({_one_line(exc)})",
+            as_json,
+        )
     _print(result, as_json)
 
 

@@ -20,19 +20,20 @@ def _child(conn: Connection) -> None:
 
 def test_child_process_builds_its_own_engine_and_connection() -> None:
     parent_engine = db_session.get_engine()
-    with parent_engine.connect() as c:
-        parent_backend = c.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    # Hold one connection across the fork: the child inherits its socket and must neither
+    # use it nor close it (closing would terminate the parent's server session).
+    with parent_engine.connect() as held:
+        parent_backend = held.execute(text("SELECT pg_backend_pid()")).scalar_one()
 
-    ctx = mp.get_context("fork")
-    reader, writer = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(writer,))
-    proc.start()
-    child_engine_id, child_backend = reader.recv()
-    proc.join(30)
+        ctx = mp.get_context("fork")
+        reader, writer = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_child, args=(writer,))
+        proc.start()
+        child_engine_id, child_backend = reader.recv()
+        proc.join(30)
 
-    assert proc.exitcode == 0
-    assert child_engine_id != id(parent_engine)
-    assert child_backend != parent_backend
-    # The parent's pooled connection still works after the child exited.
-    with parent_engine.connect() as c:
-        assert c.execute(text("SELECT pg_backend_pid()")).scalar_one() == parent_backend
+        assert proc.exitcode == 0
+        assert child_engine_id != id(parent_engine)
+        assert child_backend != parent_backend
+        # The very same connection still works after the child exited.
+        assert held.execute(text("SELECT pg_backend_pid()")).scalar_one() == parent_backend

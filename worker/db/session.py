@@ -109,11 +109,12 @@ class UnitOfWork:
         for name, args, kwargs in pending:
             try:
                 self.dispatch(name, args, kwargs)
-            except Exception:  # the database is the truth; a beat job catches up
+            except Exception as exc:  # the database is the truth; a beat job catches up
                 log.warning(
-                    "could not enqueue %s after commit; the next scheduled run will",
+                    "could not enqueue %s after commit (%s: %s); the next scheduled run will",
                     name,
-                    exc_info=True,
+                    type(exc).__name__,
+                    exc,
                 )
 
     def rollback(self) -> None:
