@@ -110,6 +110,24 @@ class Settings(BaseSettings):
     psp_stub_timeout_rate: Decimal = Field(default=Decimal("0"), alias="PSP_STUB_TIMEOUT_RATE")
     psp_stub_database_url: str | None = Field(default=None, alias="PSP_STUB_DATABASE_URL")
     charge_lease_seconds: int = Field(default=360, alias="CHARGE_LEASE_SECONDS", ge=10)
+    auto_reload_interval_seconds: int = Field(default=360, alias="AUTO_RELOAD_INTERVAL", ge=10)
+    auto_reload_backoff_seconds: int = Field(default=3600, alias="AUTO_RELOAD_BACKOFF", ge=0)
+    auto_reload_disable_after: int = Field(
+        default=3, alias="AUTO_RELOAD_DISABLE_AFTER_DECLINES", ge=1, le=100
+    )
+    auto_reload_max_per_day: int = Field(default=10, alias="AUTO_RELOAD_MAX_PER_DAY", ge=1)
+    auto_reload_max_amount_per_month: Decimal = Field(
+        default=Decimal("10000"), alias="AUTO_RELOAD_MAX_AMOUNT_PER_MONTH"
+    )
+    auto_reload_soft_retries: int = Field(default=3, alias="AUTO_RELOAD_SOFT_RETRIES", ge=0)
+    auto_reload_soft_retry_max_seconds: int = Field(
+        default=1800, alias="AUTO_RELOAD_SOFT_RETRY_MAX", ge=1
+    )
+    auto_reload_burst_count: int = Field(default=3, alias="AUTO_RELOAD_BURST_COUNT", ge=2)
+    auto_reload_burst_window_seconds: int = Field(
+        default=600, alias="AUTO_RELOAD_BURST_WINDOW", ge=1
+    )
+    urgent_queue: str = Field(default="balance.urgent", alias="URGENT_QUEUE")
     payment_sync_interval_seconds: int = Field(default=60, alias="PAYMENT_SYNC_INTERVAL", ge=1)
     payment_sync_attention_after: int = Field(default=8, alias="PAYMENT_SYNC_ATTENTION_AFTER", ge=1)
 
@@ -154,6 +172,14 @@ class Settings(BaseSettings):
             if part:
                 _decimal_setting(part, "PSP_STUB_TIMEOUT_AMOUNTS")
         return value
+
+    @field_validator("auto_reload_max_amount_per_month", mode="before")
+    @classmethod
+    def _check_month_cap(cls, value: Any) -> Decimal:
+        cap = _decimal_setting(value, "AUTO_RELOAD_MAX_AMOUNT_PER_MONTH")
+        if cap <= 0:
+            raise ValueError("must be positive")
+        return cap
 
     @field_validator("psp_stub_timeout_rate", mode="before")
     @classmethod

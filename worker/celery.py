@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from celery import Celery, signals
+from kombu.entity import Queue
 
 from config import SettingsError, get_settings
 from worker.db.session import dispose_engine
@@ -35,6 +36,7 @@ TASK_MODULES = [
     "worker.tasks.events",
     "worker.tasks.mail",
     "worker.tasks.payments",
+    "worker.tasks.auto_reload",
 ]
 
 app = Celery("balance-worker", include=TASK_MODULES)
@@ -58,7 +60,12 @@ app.conf.update(
     task_soft_time_limit=settings.task_soft_time_limit_seconds,
     task_time_limit=settings.task_time_limit_seconds,
     task_default_queue=settings.task_queue,
-    task_routes={settings.events_task: {"queue": settings.events_queue}},
+    # Workers consume both queues; on-debit reloads never wait behind a sweep's backlog.
+    task_queues=[Queue(settings.task_queue), Queue(settings.urgent_queue)],
+    task_routes={
+        settings.events_task: {"queue": settings.events_queue},
+        "balance.auto_reload.reload_now": {"queue": settings.urgent_queue},
+    },
     worker_send_task_events=True,
     task_send_sent_event=True,
     worker_cancel_long_running_tasks_on_connection_loss=True,

@@ -30,11 +30,13 @@ accounts_app = typer.Typer(no_args_is_help=True, help="Customer accounts.")
 usage_app = typer.Typer(no_args_is_help=True, help="Usage debits.")
 jobs_app = typer.Typer(no_args_is_help=True, help="Run a scheduled job now, in-process.")
 methods_app = typer.Typer(no_args_is_help=True, help="Payment methods (PSP tokens only).")
+reload_app = typer.Typer(no_args_is_help=True, help="Auto-reload settings.")
 app.add_typer(db_app, name="db")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(usage_app, name="usage")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(methods_app, name="methods")
+app.add_typer(reload_app, name="auto-reload")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 NEGATIVE_OK = {"ignore_unknown_options": True}  # so `adjust ID -5` parses as an amount
@@ -409,6 +411,46 @@ def charges_cmd(
     _run(as_json, _in_uow(lambda uow: charges.list_for(uow.session, account_id)))
 
 
+@reload_app.command("set")
+def auto_reload_set(
+    account_id: Annotated[str, typer.Argument(metavar="ID")],
+    threshold: Annotated[str, typer.Option("--threshold", help="Reload when below this.")],
+    amount: Annotated[str, typer.Option("--amount", help="Reload step (charged n times).")],
+    method: Annotated[
+        str | None, typer.Option("--method", help="Card or PayPal method id.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Turn auto-reload on (card or PayPal only)."""
+    from worker.clock import now
+    from worker.services import auto_reload
+
+    _run(
+        as_json,
+        _in_uow(
+            lambda uow: auto_reload.configure(
+                uow,
+                account_id=account_id,
+                threshold=threshold,
+                amount=amount,
+                method_id=method,
+                now=now(),
+            )
+        ),
+    )
+
+
+@reload_app.command("off")
+def auto_reload_off(
+    account_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+) -> None:
+    """Turn auto-reload off."""
+    from worker.clock import now
+    from worker.services import auto_reload
+
+    _run(as_json, _in_uow(lambda uow: auto_reload.turn_off(uow, account_id=account_id, now=now())))
+
+
 # --- jobs and the worker --------------------------------------------------------------------
 
 
@@ -419,12 +461,13 @@ def job_registry() -> dict[str, tuple[str, bool]]:
         "mail": ("balance.mail.send_pending", True),
         "audit": ("balance.ledger.audit", False),
         "sync": ("balance.payments.sync_pending", True),
+        "auto-reload": ("balance.auto_reload.sweep", True),
     }
 
 
 @jobs_app.command("run")
 def jobs_run(
-    job: Annotated[str, typer.Argument(help="events, mail, audit or sync")],
+    job: Annotated[str, typer.Argument(help="auto-reload, sync, events, mail or audit")],
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO-8601 with offset.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -475,7 +518,7 @@ def run(
             "--beat",
             f"--loglevel={loglevel}",
             f"--concurrency={concurrency}",
-            f"--queues={settings.task_queue}",
+            f"--queues={settings.task_queue},{settings.urgent_queue}",
             f"--hostname=balance-{os.getpid()}@%h",
         ]
     )

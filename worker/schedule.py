@@ -25,6 +25,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "balance.mail.send_pending",
             **every(settings.mail_send_interval_seconds),
         },
+        "auto-reload-sweep": {
+            "task": "balance.auto_reload.sweep",
+            **every(settings.auto_reload_interval_seconds),
+        },
         "payments-sync": {
             "task": "balance.payments.sync_pending",
             **every(settings.payment_sync_interval_seconds),

@@ -46,6 +46,14 @@ class Base(DeclarativeBase):
 class Account(Base):
     __tablename__ = "accounts"
     __table_args__ = (
+        # The auto-reload sweep reads only this (small) partial index: enabled and below
+        # the threshold. Balance updates move rows in and out of it.
+        Index(
+            "ix_accounts_auto_reload_due",
+            "id",
+            postgresql_where=text("auto_reload_enabled AND balance < auto_reload_threshold"),
+            sqlite_where=text("auto_reload_enabled AND balance < auto_reload_threshold"),
+        ),
         CheckConstraint("status IN ('active', 'suspended')", name="ck_accounts_status"),
         CheckConstraint(
             "suspension_reason IS NULL OR suspension_reason IN ('depleted', 'admin')",
@@ -68,6 +76,10 @@ class Account(Base):
     auto_reload_threshold: Mapped[Decimal | None]
     auto_reload_amount: Mapped[Decimal | None]
     auto_reload_method_id: Mapped[str | None] = mapped_column(String(40))
+    # Failure policy state: back-off after a hard decline, declines in a row, caps.
+    auto_reload_backoff_until: Mapped[datetime | None]
+    auto_reload_declines: Mapped[int] = mapped_column(default=0)
+    auto_reload_capped_until: Mapped[datetime | None]
     alerts_enabled: Mapped[bool] = mapped_column(default=False)
     alert_threshold: Mapped[Decimal | None]
     created_at: Mapped[datetime]
@@ -249,6 +261,20 @@ class Charge(Base):
         ),
         CheckConstraint("amount > 0", name="ck_charges_amount_positive"),
         Index("ix_charges_account_created", "account_id", "created_at"),
+        # At most one automatic reload in flight per account, enforced by the database.
+        Index(
+            "uq_charges_auto_reload_in_flight",
+            "account_id",
+            unique=True,
+            postgresql_where=text(
+                "purpose = 'auto_reload' AND status IN "
+                "('processing', 'unknown', 'pending', 'not_attempted')"
+            ),
+            sqlite_where=text(
+                "purpose = 'auto_reload' AND status IN "
+                "('processing', 'unknown', 'pending', 'not_attempted')"
+            ),
+        ),
         Index(
             "ix_charges_unresolved",
             "status",

@@ -96,16 +96,19 @@ class UnitOfWork:
     session: Session
     dispatch: Dispatch = _no_dispatch
     _after_commit: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = field(default_factory=list)
+    _queued: set[str] = field(default_factory=set)
 
     def enqueue(self, task_name: str, *args: Any, **kwargs: Any) -> None:
-        """Send `task_name` after COMMIT; dropped if the transaction rolls back."""
-        entry = (task_name, args, kwargs)
-        if entry not in self._after_commit:
-            self._after_commit.append(entry)
+        """Send `task_name` after COMMIT (once per distinct call); dropped on rollback."""
+        key = repr((task_name, args, sorted(kwargs.items())))
+        if key not in self._queued:
+            self._queued.add(key)
+            self._after_commit.append((task_name, args, kwargs))
 
     def commit(self) -> None:
         self.session.commit()
         pending, self._after_commit = self._after_commit, []
+        self._queued = set()
         for name, args, kwargs in pending:
             try:
                 self.dispatch(name, args, kwargs)
@@ -119,6 +122,7 @@ class UnitOfWork:
 
     def rollback(self) -> None:
         self._after_commit.clear()
+        self._queued.clear()
         self.session.rollback()
 
 

@@ -249,6 +249,7 @@ def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) 
         "purpose": charge.purpose,
         "psp_reference": charge.psp_reference,
     }
+    account = None
     if result.outcome is Outcome.SUCCEEDED:
         account = ledger.lock_account(uow.session, charge.account_id)
         txn = ledger.post(
@@ -302,6 +303,10 @@ def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) 
         move(charge, "unknown", now)
         charge.decline_code, charge.decline_text = result.code, result.text
         charge.next_attempt_at = now + SYNC_SCHEDULE[0]
+    from worker.services import auto_reload  # the policy reacts to every outcome
+
+    credited = account if result.outcome is Outcome.SUCCEEDED else None
+    auto_reload.after_outcome(uow, charge, credited, now)
     return charge
 
 

@@ -12,6 +12,7 @@ from worker.money import format_amount, parse_amount
 from worker.services import ledger, validation
 
 KIND = "usage_debit"
+RELOAD_NOW_TASK = "balance.auto_reload.reload_now"
 
 
 def _result(account: Account, txn: LedgerTransaction, duplicate: bool) -> dict[str, Any]:
@@ -61,6 +62,7 @@ def debit(
             f"debit of {format_amount(value, account.currency)} would take the balance "
             f"{format_amount(account.balance, account.currency)} {account.currency} below zero",
         )
+    before = account.balance
     txn = ledger.post(
         uow,
         account,
@@ -71,4 +73,12 @@ def debit(
         description=memo,
         now=now,
     )
+    threshold = account.auto_reload_threshold
+    if (
+        account.auto_reload_enabled
+        and threshold is not None
+        and before >= threshold > account.balance
+    ):
+        # The debit that crosses the threshold reloads at once (after commit, urgent queue).
+        uow.enqueue(RELOAD_NOW_TASK, account.id)
     return _result(account, txn, duplicate=False)

@@ -1,0 +1,427 @@
+"""Auto-reload through its services, time controlled with as_of (no broker, no sleeps)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text, update
+
+from config import reset_settings
+from worker.db.models import Account, Charge, Event, LedgerTransaction, Mail
+from worker.db.session import unit_of_work
+from worker.errors import NotFound, ValidationError
+from worker.services import accounts, adjustments, auto_reload, charges, payment_methods, usage
+
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> Iterator[None]:
+    reset_settings()
+    yield
+    reset_settings()
+
+
+def _account(balance: str = "0", emails: list[str] | None = None) -> tuple[str, str]:
+    with unit_of_work() as uow:
+        account_id = accounts.create(
+            uow, name="Reload Co", emails=emails or ["ops@example.com"], now=T0
+        )["id"]
+    with unit_of_work() as uow:
+        method = payment_methods.add(
+            uow,
+            account_id=account_id,
+            psp="braintree",
+            nonce=f"fake-valid-visa-nonce:{account_id}",
+            now=T0,
+        )
+    if balance != "0":
+        with unit_of_work() as uow:
+            adjustments.adjust(uow, account_id=account_id, amount=balance, reason="seed", now=T0)
+    return account_id, method["id"]
+
+
+def _configure(account_id: str, threshold: str, amount: str, **kw: Any) -> dict[str, Any]:
+    with unit_of_work() as uow:
+        return auto_reload.configure(
+            uow, account_id=account_id, threshold=threshold, amount=amount, now=T0, **kw
+        )
+
+
+def _sweep(as_of: datetime) -> tuple[dict[str, int], list[Any]]:
+    sent: list[Any] = []
+    with unit_of_work(dispatch=lambda n, a, k: sent.append((n, a, k))) as uow:
+        result = auto_reload.sweep(uow, as_of)
+    return result, sent
+
+
+def _reload(account_id: str, as_of: datetime) -> dict[str, Any]:
+    with unit_of_work() as uow:
+        return auto_reload.reload(uow, account_id, as_of)
+
+
+def _get(account_id: str) -> Account:
+    with unit_of_work() as uow:
+        account = accounts.get(uow.session, account_id)
+        uow.session.expunge(account)
+        return account
+
+
+def _count(model: Any, *where: Any) -> int:
+    with unit_of_work() as uow:
+        return int(uow.session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+def _events(type_: str, account_id: str) -> list[Event]:
+    with unit_of_work() as uow:
+        return list(
+            uow.session.scalars(
+                select(Event).where(Event.type == type_, Event.account_id == account_id)
+            )
+        )
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def test_configure_shows_in_the_account_and_bank_transfer_is_refused() -> None:
+    account_id, method_id = _account()
+    shown = _configure(account_id, "10", "20", method_id=method_id)
+    assert shown["auto_reload"] == {
+        "enabled": True,
+        "threshold": "10.00",
+        "amount": "20.00",
+        "payment_method_id": method_id,
+    }
+    with unit_of_work() as uow:
+        bank = payment_methods.add(uow, account_id=account_id, psp="bank_transfer", now=T0)
+    with pytest.raises(ValidationError) as info:
+        _configure(account_id, "5", "50", method_id=bank["id"])
+    assert info.value.field == "method"
+    assert "auto-reload is not available for bank transfer" in str(info.value)
+    assert _get(account_id).auto_reload_amount == Decimal("20")  # unchanged
+
+
+@pytest.mark.parametrize(
+    ("threshold", "amount", "field"),
+    [
+        ("-1", "20", "threshold"),
+        ("abc", "20", "threshold"),
+        ("10", "0", "amount"),
+        ("10", "20.005", "amount"),
+        ("10", "-5", "amount"),
+        (10.0, "20", "threshold"),
+    ],
+)
+def test_bad_settings_name_the_field_and_write_nothing(
+    threshold: Any, amount: Any, field: str
+) -> None:
+    account_id, _ = _account()
+    with pytest.raises(ValidationError) as info:
+        _configure(account_id, threshold, amount)
+    assert info.value.field == field
+    assert _get(account_id).auto_reload_enabled is False
+    assert _count(Event, Event.type == "auto_reload.enabled") == 0
+
+
+def test_no_payment_method_is_a_clear_refusal() -> None:
+    with unit_of_work() as uow:
+        account_id = accounts.create(uow, name="no card", now=T0)["id"]
+    with pytest.raises(NotFound) as info:
+        _configure(account_id, "10", "20")
+    assert info.value.field == "method"
+
+
+# --- the sweep ------------------------------------------------------------------------------
+
+
+def test_sweep_selects_exactly_the_due_accounts() -> None:
+    due_plain, _ = _account()
+    _configure(due_plain, "10", "20")
+    depleted, _ = _account("1")
+    _configure(depleted, "10", "20")
+    with unit_of_work() as uow:
+        usage.debit(uow, account_id=depleted, amount="1", reference="drain", now=T0)
+    assert _get(depleted).suspension_reason == "depleted"
+    above, _ = _account("50")
+    _configure(above, "10", "20")
+    _disabled, _ = _account()  # below its (unset) threshold: auto-reload never configured
+    admin, _ = _account()
+    _configure(admin, "10", "20")
+    in_backoff, _ = _account()
+    _configure(in_backoff, "10", "20")
+    capped, _ = _account()
+    _configure(capped, "10", "20")
+    in_flight, _ = _account()
+    _configure(in_flight, "10", "20")
+    with unit_of_work() as uow:
+        uow.session.execute(
+            update(Account)
+            .where(Account.id == admin)
+            .values(status="suspended", suspension_reason="admin")
+        )
+        uow.session.execute(
+            update(Account)
+            .where(Account.id == in_backoff)
+            .values(auto_reload_backoff_until=T0 + timedelta(minutes=30))
+        )
+        uow.session.execute(
+            update(Account)
+            .where(Account.id == capped)
+            .values(auto_reload_capped_until=T0 + timedelta(hours=5))
+        )
+    with unit_of_work() as uow:
+        charges.begin(
+            uow,
+            account_id=in_flight,
+            amount="20.00",
+            idempotency_key="inflight",
+            purpose="auto_reload",
+            now=T0,
+        )
+
+    result, sent = _sweep(T0)
+    assert result == {"due": 2, "queued": 2}
+    assert sorted(a[0] for _, a, _ in sent) == sorted([due_plain, depleted])
+    assert {name for name, _, _ in sent} == {"balance.auto_reload.reload"}
+    assert all(k == {"as_of": T0.isoformat()} for _, _, k in sent)
+
+    later, _ = _sweep(T0 + timedelta(hours=6))  # back-off and cap periods are over
+    assert later["due"] == 4
+
+
+def test_sweep_query_is_backed_by_the_partial_index() -> None:
+    with unit_of_work() as uow:
+        uow.session.execute(text("SET LOCAL enable_seqscan = off"))
+        compiled = auto_reload.due_query(T0).compile(
+            dialect=uow.session.get_bind().dialect, compile_kwargs={"literal_binds": True}
+        )
+        plan = "\n".join(r[0] for r in uow.session.execute(text(f"EXPLAIN {compiled}")))
+    assert "ix_accounts_auto_reload_due" in plan, plan
+
+
+# --- one reload: amount, exactly once --------------------------------------------------------
+
+
+def test_reload_charges_n_times_the_amount_and_credits_once() -> None:
+    account_id, _ = _account("1")
+    _configure(account_id, "10", "4")
+    result = _reload(account_id, T0)
+    assert (result["status"], result["amount"]) == ("succeeded", "12.00")
+    assert _get(account_id).auto_reload_enabled
+    assert _get(account_id).balance == Decimal("13.00")
+    again = _reload(account_id, T0 + timedelta(seconds=1))
+    assert again == {
+        "account_id": account_id,
+        "status": "skipped",
+        "reason": "above_threshold",
+        "balance": "13.00",
+    }
+    assert _count(Charge) == 1
+
+
+def test_two_concurrent_reloads_make_one_charge() -> None:
+    account_id, _ = _account()
+    _configure(account_id, "10", "20")
+    barrier = threading.Barrier(4)
+    results: list[dict[str, Any]] = []
+
+    def run() -> None:
+        barrier.wait()
+        results.append(_reload(account_id, T0))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(r["status"] for r in results) == ["skipped"] * 3 + ["succeeded"]
+    assert _count(Charge) == 1
+    assert _get(account_id).balance == Decimal("20.00")
+
+
+def test_database_allows_one_auto_reload_in_flight_per_account() -> None:
+    account_id, method_id = _account()
+    with unit_of_work() as uow:
+        charges.begin(
+            uow,
+            account_id=account_id,
+            amount="5.00",
+            idempotency_key="a1",
+            purpose="auto_reload",
+            now=T0,
+        )
+    with pytest.raises(Exception, match="uq_charges_auto_reload_in_flight"), unit_of_work() as uow:
+        charges.begin(
+            uow,
+            account_id=account_id,
+            amount="5.00",
+            idempotency_key="a2",
+            purpose="auto_reload",
+            now=T0,
+        )
+    with unit_of_work() as uow:  # a top-up is not an auto-reload: allowed alongside
+        charges.begin(
+            uow,
+            account_id=account_id,
+            amount="5.00",
+            idempotency_key="t1",
+            payment_method_id=method_id,
+            now=T0,
+        )
+    assert _count(Charge) == 2
+
+
+def test_the_debit_that_crosses_the_threshold_triggers_a_reload_at_once() -> None:
+    account_id, _ = _account("12")
+    _configure(account_id, "10", "20")
+
+    def debit(amount: str, ref: str) -> list[Any]:
+        sent: list[Any] = []
+        with unit_of_work(dispatch=lambda n, a, k: sent.append((n, a))) as uow:
+            usage.debit(uow, account_id=account_id, amount=amount, reference=ref, now=T0)
+        return [s for s in sent if s[0].startswith("balance.auto_reload")]
+
+    assert debit("1", "m1") == []  # 11 left: not below 10
+    assert debit("1.5", "m2") == [("balance.auto_reload.reload_now", (account_id,))]  # crosses
+    assert debit("1", "m3") == []  # already below: the sweep is the safety net
+
+
+# --- failure policy ---------------------------------------------------------------------------
+
+
+def test_decline_backoff_then_disable_after_three_with_event_and_mail() -> None:
+    account_id, _ = _account(emails=["billing@example.com", "cto@example.com"])
+    _configure(account_id, "10", "2001.00")  # Braintree: 2001 Insufficient Funds
+    moment = T0
+    for attempt in range(1, 4):
+        result = _reload(account_id, moment)
+        assert (result["status"], result["decline_code"]) == ("declined", "2001")
+        account = _get(account_id)
+        assert account.auto_reload_declines == attempt
+        if attempt < 3:
+            assert account.auto_reload_backoff_until == moment + timedelta(hours=1)
+            assert _sweep(moment + timedelta(minutes=59))[0]["due"] == 0  # backing off
+            skipped = _reload(account_id, moment + timedelta(minutes=59))
+            assert skipped["reason"] == "backoff"
+            moment += timedelta(hours=1)
+            assert _sweep(moment)[0]["due"] == 1
+    account = _get(account_id)
+    assert account.auto_reload_enabled is False
+    [disabled] = _events("auto_reload.disabled", account_id)
+    assert disabled.data["reason"] == "declined"
+    assert disabled.data["declines"] == 3
+    with unit_of_work() as uow:
+        [mail] = uow.session.scalars(select(Mail).where(Mail.account_id == account_id)).all()
+    assert mail.kind == "auto_reload.disabled"
+    assert sorted(mail.recipients) == ["billing@example.com", "cto@example.com"]
+    assert "2001.00" in mail.text_body
+    assert _sweep(moment + timedelta(days=1))[0]["due"] == 0
+    assert _count(LedgerTransaction) == 0
+
+
+def test_a_successful_manual_top_up_ends_the_backoff() -> None:
+    account_id, _ = _account()
+    _configure(account_id, "10", "2001.00")
+    _reload(account_id, T0)
+    assert _get(account_id).auto_reload_backoff_until is not None
+    with unit_of_work() as uow:
+        charges.top_up(
+            uow,
+            account_id=account_id,
+            amount="5.00",
+            idempotency_key="manual",
+            now_fn=lambda: T0 + timedelta(minutes=5),
+        )
+    account = _get(account_id)
+    assert account.auto_reload_backoff_until is None
+    assert account.auto_reload_declines == 0
+
+
+def test_soft_failure_is_retried_with_capped_backoff_then_given_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AUTO_RELOAD_SOFT_RETRIES", "2")
+    account_id, _ = _account()
+    _configure(account_id, "10", "3000.00")  # processor unavailable: not_attempted
+    first = _reload(account_id, T0)
+    assert (first["status"], first["attempts"]) == ("not_attempted", 1)
+    assert _sweep(T0 + timedelta(seconds=59))[0]["due"] == 0  # in flight until the retry time
+    assert _sweep(T0 + timedelta(seconds=60))[0]["due"] == 1
+    second = _reload(account_id, T0 + timedelta(seconds=60))
+    assert second["charge_id"] == first["charge_id"]  # the same charge, the same key
+    assert second["attempts"] == 2
+    third = _reload(account_id, T0 + timedelta(seconds=180))  # 60 s, then 120 s
+    assert third["status"] == "failed"
+    assert _get(account_id).auto_reload_declines == 0  # a soft failure is not a decline
+    assert _count(LedgerTransaction) == 0
+
+
+def test_daily_cap_writes_one_capped_event_and_stops_until_tomorrow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AUTO_RELOAD_MAX_PER_DAY", "2")
+    account_id, _ = _account()
+    _configure(account_id, "10", "11")
+
+    def spend(ref: str, at: datetime) -> None:
+        with unit_of_work() as uow:
+            usage.debit(uow, account_id=account_id, amount="11", reference=ref, now=at)
+
+    assert _reload(account_id, T0)["status"] == "succeeded"
+    spend("d1", T0)
+    assert _reload(account_id, T0 + timedelta(hours=1))["status"] == "succeeded"
+    spend("d2", T0 + timedelta(hours=1))
+    capped = _reload(account_id, T0 + timedelta(hours=2))
+    assert capped["reason"] == "capped_day"
+    assert _sweep(T0 + timedelta(hours=3))[0]["due"] == 0
+    assert len(_events("auto_reload.capped", account_id)) == 1
+    tomorrow = datetime(2026, 11, 21, 0, 0, tzinfo=UTC)
+    assert _sweep(tomorrow)[0]["due"] == 1
+    assert _reload(account_id, tomorrow)["status"] == "succeeded"
+
+
+def test_monthly_amount_cap_charges_nothing_when_it_leaves_too_little(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AUTO_RELOAD_MAX_AMOUNT_PER_MONTH", "50")
+    account_id, _ = _account()
+    _configure(account_id, "10", "30")
+    assert _reload(account_id, T0)["amount"] == "30.00"
+    with unit_of_work() as uow:
+        usage.debit(uow, account_id=account_id, amount="30", reference="all", now=T0)
+    capped = _reload(account_id, T0 + timedelta(hours=1))  # 30 + 30 > 50
+    assert capped["reason"] == "capped_month"
+    [event] = _events("auto_reload.capped", account_id)
+    assert event.data["period"] == "month"
+    assert event.data["until"] == "2026-12-01T00:00:00+00:00"
+    assert _count(Charge) == 1
+
+
+def test_three_reloads_within_ten_minutes_raise_a_burst_warning() -> None:
+    account_id, _ = _account()
+    _configure(account_id, "10", "11")
+    for minute in (0, 3, 6):
+        at = T0 + timedelta(minutes=minute)
+        assert _reload(account_id, at)["status"] == "succeeded"
+        with unit_of_work() as uow:
+            usage.debit(uow, account_id=account_id, amount="11", reference=f"b{minute}", now=at)
+    assert len(_events("auto_reload.burst", account_id)) == 1
+
+
+def test_admin_suspension_stops_automatic_charging() -> None:
+    account_id, _ = _account()
+    _configure(account_id, "10", "20")
+    with unit_of_work() as uow:
+        uow.session.execute(
+            update(Account)
+            .where(Account.id == account_id)
+            .values(status="suspended", suspension_reason="admin")
+        )
+    assert _reload(account_id, T0)["reason"] == "suspended_by_operator"
+    assert _count(Charge) == 0

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from typing import Any
+
+from worker.celery import app
+from worker.clock import parse_as_of
+from worker.services import auto_reload
+from worker.tasks.base import DbTask
+
+
+@app.task(name="balance.auto_reload.sweep", base=DbTask, bind=True)
+def sweep(self: DbTask, as_of: str | None = None) -> dict[str, Any]:
+    return auto_reload.sweep(self.uow, parse_as_of(as_of))
+
+
+@app.task(name="balance.auto_reload.reload", base=DbTask, bind=True)
+def reload(self: DbTask, account_id: str, as_of: str | None = None) -> dict[str, Any]:
+    return auto_reload.reload(self.uow, account_id, parse_as_of(as_of) if as_of else None)
+
+
+@app.task(name="balance.auto_reload.reload_now", base=DbTask, bind=True)
+def reload_now(self: DbTask, account_id: str) -> dict[str, Any]:
+    """The same reload, routed to the urgent queue for the debit that crossed the threshold."""
+    return auto_reload.reload(self.uow, account_id)
