@@ -1,8 +1,9 @@
 """Card numbers never enter storage or logs (PCI): detect and redact PAN-like values.
 
 A PAN-like value is 13-19 digits passing Luhn, optionally grouped by single spaces or
-dashes. Detection looks at every run of digit groups and at every contiguous span of
-whole groups inside it, so "4111 1111 1111 1111 12/26" still loses the card number.
+dashes (or other short white space). Detection looks at every run of digit groups and at
+every contiguous span of whole groups inside it, so "4111 1111 1111 1111 12/26" still loses
+the card number.
 """
 
 from __future__ import annotations
@@ -12,8 +13,15 @@ import re
 from worker.errors import ValidationError
 
 REDACTED = "[REDACTED]"
-_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])")
-_SEP = re.compile(r"([ -])")
+# Groups are joined by one or two separators: any non-newline white space (no-break space,
+# tab, double space) or a dash.
+_GAP = r"(?:[^\S\r\n]|-){1,2}"
+# Free text: any digit run, even glued to letters ("visa4111...") - better too much redacted.
+_RUN_TEXT = re.compile(rf"(?<![0-9])[0-9]+(?:{_GAP}[0-9]+)*(?![0-9])")
+# Identifiers: a run glued to letters is part of an id ("acc_3406137074114c0e..."), not a
+# card; refusing it would refuse legitimate generated ids.
+_RUN_ID = re.compile(rf"(?<![0-9A-Za-z])[0-9]+(?:{_GAP}[0-9]+)*(?![0-9A-Za-z])")
+_SEP = re.compile(rf"({_GAP})")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -62,14 +70,15 @@ def _redact_run(run: str) -> str:
 
 
 def contains_pan(text: str) -> bool:
-    return any(any(_pan_groups(_SEP.split(m.group(0))[0::2])) for m in _RUN.finditer(text))
+    """A card number standing on its own inside an identifier, token or nonce."""
+    return any(any(_pan_groups(_SEP.split(m.group(0))[0::2])) for m in _RUN_ID.finditer(text))
 
 
 def redact(text: str | None) -> str | None:
     """Replace every PAN-like value in free text with [REDACTED]."""
     if text is None:
         return None
-    return _RUN.sub(lambda m: _redact_run(m.group(0)), text)
+    return _RUN_TEXT.sub(lambda m: _redact_run(m.group(0)), text)
 
 
 def refuse_pan(value: str, field: str) -> str:

@@ -48,3 +48,8 @@ class DbTask(Task):  # type: ignore[misc]
         if uow is None:
             raise RuntimeError("no unit of work: call the task, not task.run")
         return uow
+
+
+def task_key(task_id: str) -> str:
+    """An idempotency key from a message id (dashes dropped: uuid groups never read as digits)."""
+    return f"task-{task_id.replace('-', '')}"

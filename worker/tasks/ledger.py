@@ -7,6 +7,7 @@ from worker.celery import app
 from worker.clock import isoformat, now
 from worker.services import adjustments, events, ledger
 from worker.tasks.base import DbTask
+from worker.tasks.base import task_key as _task_key
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +17,7 @@ def adjust(
     self: DbTask, account_id: str, amount: str, reason: str, reference: str | None = None
 ) -> dict[str, Any]:
     # Without a caller reference the message id serves: a redelivery never credits twice.
-    ref = reference if reference is not None else (self.request.id and f"task-{self.request.id}")
+    ref = reference if reference is not None else (self.request.id and _task_key(self.request.id))
     return adjustments.adjust(
         self.uow, account_id=account_id, amount=amount, reason=reason, reference=ref, now=now()
     )

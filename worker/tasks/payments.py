@@ -6,6 +6,7 @@ from worker.celery import app
 from worker.clock import parse_as_of
 from worker.services import charges
 from worker.tasks.base import DbTask
+from worker.tasks.base import task_key as _task_key
 
 
 @app.task(name="balance.payments.top_up", base=DbTask, bind=True)
@@ -17,7 +18,7 @@ def top_up(
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     # Without a caller key the message id serves: a redelivered message never charges twice.
-    key = idempotency_key if idempotency_key is not None else f"task-{self.request.id}"
+    key = idempotency_key if idempotency_key is not None else _task_key(self.request.id)
     result = charges.top_up(
         self.uow,
         account_id=account_id,

@@ -1,0 +1,144 @@
+"""Auto-reload with two real worker processes, Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from celery import group
+from sqlalchemy import func, select
+
+from tests.fleet.conftest import Fleet, wait_for
+from worker.celery import app
+from worker.clock import now
+from worker.db.models import Account, Charge, LedgerTransaction
+from worker.db.session import unit_of_work
+from worker.services import accounts, adjustments, auto_reload, payment_methods
+
+pytestmark = pytest.mark.fleet
+
+
+def _reload_account(threshold: str, amount: str, balance: str = "0") -> str:
+    with unit_of_work() as uow:
+        account_id = accounts.create(uow, name="fleet reload", now=now())["id"]
+    with unit_of_work() as uow:
+        payment_methods.add(
+            uow,
+            account_id=account_id,
+            psp="braintree",
+            nonce=f"fake-valid-visa-nonce:{uuid.uuid4().hex}",
+            now=now(),
+        )
+    if balance != "0":
+        with unit_of_work() as uow:
+            adjustments.adjust(uow, account_id=account_id, amount=balance, reason="seed", now=now())
+    with unit_of_work() as uow:
+        auto_reload.configure(
+            uow, account_id=account_id, threshold=threshold, amount=amount, now=now()
+        )
+    return account_id
+
+
+def _counts() -> tuple[int, int]:
+    with unit_of_work() as uow:
+        charged = (
+            uow.session.scalar(
+                select(func.count())
+                .select_from(Charge)
+                .where(Charge.purpose == "auto_reload", Charge.status == "succeeded")
+            )
+            or 0
+        )
+        credits = (
+            uow.session.scalar(
+                select(func.count())
+                .select_from(LedgerTransaction)
+                .where(LedgerTransaction.kind == "charge")
+            )
+            or 0
+        )
+    return int(charged), int(credits)
+
+
+def test_two_hundred_due_accounts_five_concurrent_sweeps_exactly_two_hundred_charges(
+    fleet: Fleet,
+) -> None:
+    ids = [_reload_account("10", "25") for _ in range(200)]
+    # configure() nudges each already-due account; drop those nudges so the sweeps do the work.
+    import redis
+
+    from config import get_settings
+
+    redis.Redis.from_url(get_settings().effective_broker_url).delete("balance.urgent")
+    fleet.start_worker(concurrency=4)
+    fleet.start_worker(concurrency=4)
+    fleet.wait_ready()
+
+    as_of = now().isoformat()
+    sweeps = (
+        group(app.signature("balance.auto_reload.sweep", kwargs={"as_of": as_of}) for _ in range(5))
+        .apply_async()
+        .get(timeout=60)
+    )
+    assert all(s["due"] == 200 for s in sweeps)  # each sweep saw them all before any reload ran
+    wait_for(lambda: _counts() == (200, 200), 120, "200 charges and 200 credits")
+    time.sleep(2)  # any straggling duplicate reload would land now
+    assert _counts() == (200, 200)
+    with unit_of_work() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(Charge)) == 200
+        balances = set(uow.session.scalars(select(Account.balance).where(Account.id.in_(ids))))
+    assert balances == {Decimal("25.00")}
+
+
+def test_debit_crossing_the_threshold_is_reloaded_within_seconds(fleet: Fleet) -> None:
+    fleet.start_worker(concurrency=2)
+    fleet.start_worker(concurrency=2)
+    fleet.wait_ready()
+    account_id = _reload_account("10", "20", balance="10.50")
+    started = time.monotonic()
+    debit = app.send_task("balance.usage.debit", args=[account_id, "1.00", "cross-1"])
+    assert debit.get(timeout=30)["balance"] == "9.50"
+
+    def reloaded() -> bool:
+        with unit_of_work() as uow:
+            return accounts.get(uow.session, account_id).balance == Decimal("29.50")
+
+    wait_for(reloaded, 10, "the on-debit reload")
+    assert time.monotonic() - started < 10
+
+
+def test_decline_backoff_disable_through_the_workers_with_as_of(fleet: Fleet) -> None:
+    fleet.start_worker(concurrency=2)
+    fleet.wait_ready()
+    account_id = _reload_account("10", "2001.00")  # Braintree sandbox: declined, code 2001
+    import redis
+
+    from config import get_settings
+
+    redis.Redis.from_url(get_settings().effective_broker_url).delete("balance.urgent")
+    t0 = now() + timedelta(minutes=1)
+
+    def sweep_and_wait(at: object, expect_due: int) -> None:
+        result = app.send_task("balance.auto_reload.sweep", kwargs={"as_of": at.isoformat()}).get(
+            timeout=30
+        )  # type: ignore[attr-defined]
+        assert result["due"] == expect_due
+
+    def declines() -> int:
+        with unit_of_work() as uow:
+            return accounts.get(uow.session, account_id).auto_reload_declines
+
+    for attempt in range(1, 4):
+        sweep_and_wait(t0, 1)
+        wait_for(lambda attempt=attempt: declines() == attempt, 30, f"decline {attempt}")
+        if attempt < 3:
+            sweep_and_wait(t0 + timedelta(minutes=30), 0)  # backing off
+        t0 += timedelta(hours=1, minutes=1)
+    with unit_of_work() as uow:
+        account = accounts.get(uow.session, account_id)
+        assert account.auto_reload_enabled is False
+        assert account.balance == Decimal("0")
+    sweep_and_wait(t0 + timedelta(days=1), 0)
