@@ -97,6 +97,8 @@ def format_amount(amount: Decimal, currency: str | None = None) -> str:
     """Canonical decimal string: at least the currency's minor digits, at most 6, no exponent."""
     minimum = exponent(currency) if currency else 0
     quantized = amount.quantize(MICRO)
+    if quantized != amount:  # formatting never rounds: to_minor_units is the one place
+        raise ValueError(f"amount {amount} has more than {SCALE} decimal places")
     text = f"{quantized:f}"
     if "." in text:
         whole, frac = text.split(".")

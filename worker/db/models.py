@@ -9,6 +9,8 @@ adjustments, PSP receivables) keep no cached balance, so they are never a lock h
 
 from __future__ import annotations
 
+import itertools
+import time
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
@@ -35,8 +37,13 @@ from worker.db.types import Money, UtcDateTime
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
 
+_sequence = itertools.count()
+
+
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+    """Unique and time-ordered within a process (nanoseconds, a counter, randomness), so
+    rows written in one transaction (events) sort in the order they were made."""
+    return f"{prefix}_{time.time_ns():016x}{next(_sequence) % 0x10000:04x}{uuid.uuid4().hex[:6]}"
 
 
 class Base(DeclarativeBase):
