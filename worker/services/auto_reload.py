@@ -307,9 +307,10 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
             purpose=PURPOSE,
             now=now,
         )
-    uow.commit()  # the charge row exists before the PSP is called
-    if must_call:
-        result = get_adapter(charge.psp).charge(charges.request_for(session, charge))
+    request = charges.request_for(session, charge) if must_call else None
+    uow.commit()  # the charge row exists before the PSP is called; no connection is held
+    if request is not None:
+        result = get_adapter(charge.psp).charge(request)
         charge = charges.apply(uow, charge.id, result, now_fn())
         uow.commit()
     return {"account_id": charge.account_id, **charges.view(charge), "charge_id": charge.id}

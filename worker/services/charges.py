@@ -348,10 +348,10 @@ def top_up(
         payment_method_id=payment_method_id,
         now=now_fn(),
     )
-    uow.commit()
-    if must_call:
-        adapter = get_adapter(charge.psp)
-        result = adapter.charge(request_for(uow.session, charge))
+    request = request_for(uow.session, charge) if must_call else None
+    uow.commit()  # no DB connection is held while the PSP is called
+    if request is not None:
+        result = get_adapter(charge.psp).charge(request)
         charge = apply(uow, charge.id, result, now_fn())
         uow.commit()
     account = accounts.get(uow.session, charge.account_id)
