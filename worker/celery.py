@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from celery import Celery, signals
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from config import SettingsError, get_settings
 from worker.db.session import dispose_engine
@@ -61,7 +61,13 @@ app.conf.update(
     task_time_limit=settings.task_time_limit_seconds,
     task_default_queue=settings.task_queue,
     # Workers consume both queues; on-debit reloads never wait behind a sweep's backlog.
-    task_queues=[Queue(settings.task_queue), Queue(settings.urgent_queue)],
+    # Each queue has its own exchange and routing key: bound to a shared key, Redis would
+    # deliver every normal task to the urgent queue too.
+    task_queues=[
+        Queue(q, Exchange(q), routing_key=q) for q in (settings.task_queue, settings.urgent_queue)
+    ],
+    task_default_exchange=settings.task_queue,
+    task_default_routing_key=settings.task_queue,
     task_routes={
         settings.events_task: {"queue": settings.events_queue},
         "balance.auto_reload.reload_now": {"queue": settings.urgent_queue},

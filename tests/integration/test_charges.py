@@ -300,3 +300,17 @@ def test_terminal_states_never_change() -> None:
         charges.apply(uow, charge_id, ChargeResult(Outcome.SUCCEEDED, "again"), now())
     assert _balance(account_id) == Decimal("10.00")
     assert _count(LedgerTransaction) == 1
+
+
+def test_a_repeat_of_a_charge_in_flight_asks_the_psp_instead_of_waiting() -> None:
+    account_id, _ = _account_with_card()
+    with unit_of_work() as uow:  # attempt 1 committed its charge, reached the PSP, then died
+        charge, _ = charges.begin(
+            uow, account_id=account_id, amount="9.00", idempotency_key="k-repeat", now=now()
+        )
+        request = charges.request_for(uow.session, charge)
+    get_adapter("braintree").charge(request)
+    repeat = _top_up(account_id, "9.00", "k-repeat")  # the redelivered message
+    assert repeat["status"] == "succeeded"
+    assert _balance(account_id) == Decimal("9.00")
+    assert get_adapter("braintree").remote.count("k-repeat") == 1  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -63,9 +64,21 @@ def build_engine(url: str) -> Engine:
     )
 
 
+_engine_lock = threading.Lock()
+
+
 def get_engine() -> Engine:
-    global _engine, _engine_pid, _engine_url
+    """The process's engine; built once even when many threads ask at the same moment."""
     url = get_settings().effective_database_url
+    engine = _engine
+    if engine is not None and _engine_pid == os.getpid() and _engine_url == url:
+        return engine
+    with _engine_lock:
+        return _build_or_reuse(url)
+
+
+def _build_or_reuse(url: str) -> Engine:
+    global _engine, _engine_pid, _engine_url
     if _engine is None or _engine_pid != os.getpid() or _engine_url != url:
         if _engine is not None and _engine_pid == os.getpid():
             _engine.dispose()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ from worker.redaction import refuse_pan
 log = logging.getLogger(__name__)
 
 _metadata = MetaData()
+_engines_lock = threading.Lock()
 remote_charges = Table(
     "psp_stub_remote_charges",
     _metadata,
@@ -132,9 +135,14 @@ class RemoteSide:
 
     @property
     def engine(self) -> Engine:
-        import os
-
         key = (os.getpid(), self.url)
+        engine = self._engines.get(key)
+        if engine is not None:
+            return engine
+        with _engines_lock:  # many threads may ask first at once: build one engine
+            return self._build(key)
+
+    def _build(self, key: tuple[int, str]) -> Engine:
         engine = self._engines.get(key)
         if engine is None:
             engine = (

@@ -350,10 +350,20 @@ def top_up(
     )
     request = request_for(uow.session, charge) if must_call else None
     uow.commit()  # no DB connection is held while the PSP is called
+    adapter = get_adapter(charge.psp)
     if request is not None:
-        result = get_adapter(charge.psp).charge(request)
-        charge = apply(uow, charge.id, result, now_fn())
+        charge = apply(uow, charge.id, adapter.charge(request), now_fn())
         uow.commit()
+    elif charge.status in ("processing", "unknown") and adapter.on_demand:
+        # A repeat of a charge already in flight (retry, redelivery): ask the PSP what it
+        # knows - never charge again. Nothing known yet: the janitor settles it later.
+        try:
+            found = adapter.lookup(charge.idempotency_key)
+        except TransportError:
+            found = None
+        if found is not None and found.outcome in (Outcome.SUCCEEDED, Outcome.DECLINED):
+            charge = apply(uow, charge.id, found, now_fn())
+            uow.commit()
     account = accounts.get(uow.session, charge.account_id)
     uow.session.refresh(account)
     return {

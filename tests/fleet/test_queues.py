@@ -1,0 +1,27 @@
+"""Routing: a task reaches exactly one queue, also after workers declared their queues."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from tests.fleet.conftest import Fleet
+from worker.celery import app
+
+pytestmark = pytest.mark.fleet
+
+
+def test_each_task_lands_in_exactly_one_queue(fleet: Fleet, broker_url: str) -> None:
+    worker = fleet.start_worker(concurrency=1)
+    fleet.wait_ready()  # the worker has declared and bound both of its queues
+    worker.kill()
+    worker.proc.wait(20)
+    client = redis.Redis.from_url(broker_url)
+    client.delete("balance", "balance.urgent")
+
+    app.send_task("balance.events.relay")
+    app.send_task("balance.auto_reload.reload_now", args=["acc_x"])
+    app.send_task("balance.auto_reload.reload", args=["acc_y"])
+
+    assert client.llen("balance") == 2
+    assert client.llen("balance.urgent") == 1
