@@ -18,6 +18,7 @@ tasks in flight; DB pool per process sized so PostgreSQL connections stay <= 80.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import platform
 import signal
@@ -95,18 +96,14 @@ def reset_charges() -> None:
 
     dsn = os.environ["DATABASE_URL"].replace("+psycopg", "")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DELETE FROM charges")
-        conn.execute("DELETE FROM postings")
-        conn.execute("DELETE FROM ledger_transactions")
-        conn.execute("DELETE FROM events")
-        conn.execute("DELETE FROM mail_outbox")
-        conn.execute("DELETE FROM accounts WHERE id LIKE 'acc_x%'")
+        row = conn.execute("SELECT to_regclass('psp_stub_remote_charges')").fetchone()
+        stub = ", psp_stub_remote_charges" if row and row[0] else ""
+        conn.execute(f"TRUNCATE charges, postings, ledger_transactions, events, mail_outbox{stub}")
+        crossing = "SELECT id FROM accounts WHERE name LIKE 'bench-cross-%'"
+        conn.execute(f"DELETE FROM payment_methods WHERE account_id IN ({crossing})")
+        conn.execute(f"DELETE FROM ledger_accounts WHERE account_id IN ({crossing})")
+        conn.execute("DELETE FROM accounts WHERE name LIKE 'bench-cross-%'")
         conn.execute("DELETE FROM ledger_accounts WHERE account_id IS NULL")
-        conn.execute("""DELETE FROM payment_methods WHERE account_id NOT IN
-                        (SELECT id FROM accounts)""")
-        conn.execute("TRUNCATE psp_stub_remote_charges") if conn.execute(
-            "SELECT to_regclass('psp_stub_remote_charges')"
-        ).fetchone()[0] else None  # type: ignore[index]
         conn.execute(
             "UPDATE accounts SET balance = 0, status = 'active', suspension_reason = NULL,"
             " auto_reload_backoff_until = NULL, auto_reload_capped_until = NULL"
@@ -162,6 +159,7 @@ class Fleet:
                     start_new_session=True,
                 )
             )
+        atexit.register(self.stop)
         from worker.celery import app
 
         deadline = time.monotonic() + 60
@@ -172,6 +170,8 @@ class Fleet:
 
     def stop(self) -> None:
         for p in self.procs:
+            if p.poll() is not None:
+                continue
             os.killpg(p.pid, signal.SIGTERM)
         for p in self.procs:
             try:
@@ -236,7 +236,7 @@ def charge_run(
     cross_ids = []
     for i in range(crossings):  # accounts one debit away from crossing their threshold
         with unit_of_work() as uow:
-            account_id = accounts.create(uow, name=f"x{i}", now=now())["id"]
+            account_id = accounts.create(uow, name=f"bench-cross-{i}", now=now())["id"]
         with unit_of_work() as uow:
             payment_methods.add(
                 uow,
@@ -258,10 +258,8 @@ def charge_run(
         started = time.perf_counter()
         with unit_of_work(dispatch=dispatch) as uow:
             auto_reload.sweep(uow, now())
-        sent_at: dict[str, float] = {}
         for account_id in cross_ids:
             time.sleep(0.1)
-            sent_at[account_id] = time.time()
             app.send_task("balance.usage.debit", args=[account_id, "1.00", "bench-cross"])
         total = due + len(cross_ids)
         deadline = time.monotonic() + 900
@@ -274,18 +272,26 @@ def charge_run(
     finally:
         fleet.stop()
     latencies = []
-    if cross_ids:
+    if cross_ids:  # crossing = the debit's commit; charged = the reload charge's completion
         from sqlalchemy import select
 
-        from worker.db.models import Charge
+        from worker.db.models import Charge, LedgerTransaction
 
         with unit_of_work() as uow:
+            crossed = dict(
+                uow.session.execute(
+                    select(LedgerTransaction.account_id, LedgerTransaction.created_at).where(
+                        LedgerTransaction.account_id.in_(cross_ids),
+                        LedgerTransaction.kind == "usage_debit",
+                    )
+                ).all()
+            )
             for account_id, completed in uow.session.execute(
                 select(Charge.account_id, Charge.completed_at).where(
                     Charge.account_id.in_(cross_ids)
                 )
             ):
-                latencies.append(completed.timestamp() - sent_at[account_id])
+                latencies.append((completed - crossed[account_id]).total_seconds())
     return elapsed, done / elapsed, latencies
 
 
@@ -298,6 +304,8 @@ def main() -> int:
     args = parser.parse_args()
     env = setup_env()
     sys.path.insert(0, str(ROOT))
+    # Workers left by an interrupted run would consume this run's queue: stop them first.
+    subprocess.run(["pkill", "-9", "-f", "hostname=bench[0-9]@"], check=False)
     if not args.skip_build:
         started = time.perf_counter()
         build(args.accounts, args.due_every)

@@ -128,6 +128,7 @@ class Settings(BaseSettings):
         default=600, alias="AUTO_RELOAD_BURST_WINDOW", ge=1
     )
     urgent_queue: str = Field(default="balance.urgent", alias="URGENT_QUEUE")
+    bulk_queue: str = Field(default="balance.bulk", alias="BULK_QUEUE")
     payment_sync_interval_seconds: int = Field(default=60, alias="PAYMENT_SYNC_INTERVAL", ge=1)
     payment_sync_attention_after: int = Field(default=8, alias="PAYMENT_SYNC_ATTENTION_AFTER", ge=1)
 

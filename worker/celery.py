@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 from celery import Celery, signals
@@ -64,13 +65,16 @@ app.conf.update(
     # Each queue has its own exchange and routing key: bound to a shared key, Redis would
     # deliver every normal task to the urgent queue too.
     task_queues=[
-        Queue(q, Exchange(q), routing_key=q) for q in (settings.task_queue, settings.urgent_queue)
+        Queue(q, Exchange(q), routing_key=q)
+        for q in (settings.task_queue, settings.urgent_queue, settings.bulk_queue)
     ],
     task_default_exchange=settings.task_queue,
     task_default_routing_key=settings.task_queue,
     task_routes={
         settings.events_task: {"queue": settings.events_queue},
         "balance.auto_reload.reload_now": {"queue": settings.urgent_queue},
+        # A sweep's thousands of reloads wait in their own queue: debits never queue behind.
+        "balance.auto_reload.reload": {"queue": settings.bulk_queue},
     },
     worker_send_task_events=True,
     task_send_sent_event=True,
@@ -96,14 +100,30 @@ elif _broker.startswith("sqla+"):
     )
 
 
+# Nudges that only say "look at the outbox": one per window per process is enough. The
+# first in a window is sent with the window as countdown, so it runs after every commit
+# it stands for; the rest of the window is dropped. Beat runs these jobs anyway.
+COALESCED_NUDGES = {"balance.events.relay": 1.0, "balance.mail.send_pending": 1.0}
+_nudged_at: dict[str, float] = {}
+
+
 def dispatch(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Send a follow-up task by name (called only after the DB transaction committed)."""
+    options: dict[str, Any] = {}
+    window = COALESCED_NUDGES.get(name)
+    if window is not None and not args and not kwargs:
+        moment = time.monotonic()
+        if moment - _nudged_at.get(name, float("-inf")) < window:
+            return
+        _nudged_at[name] = moment
+        options["countdown"] = window
     app.send_task(
         name,
         args=list(args),
         kwargs=kwargs,
         retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0.2},
+        **options,
     )
 
 

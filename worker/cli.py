@@ -518,7 +518,7 @@ def run(
             "--beat",
             f"--loglevel={loglevel}",
             f"--concurrency={concurrency}",
-            f"--queues={settings.task_queue},{settings.urgent_queue}",
+            f"--queues={settings.task_queue},{settings.urgent_queue},{settings.bulk_queue}",
             f"--hostname=balance-{os.getpid()}@%h",
         ]
     )

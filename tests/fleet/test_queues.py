@@ -17,11 +17,12 @@ def test_each_task_lands_in_exactly_one_queue(fleet: Fleet, broker_url: str) -> 
     worker.kill()
     worker.proc.wait(20)
     client = redis.Redis.from_url(broker_url)
-    client.delete("balance", "balance.urgent")
+    client.delete("balance", "balance.urgent", "balance.bulk")
 
     app.send_task("balance.events.relay")
     app.send_task("balance.auto_reload.reload_now", args=["acc_x"])
     app.send_task("balance.auto_reload.reload", args=["acc_y"])
 
-    assert client.llen("balance") == 2
-    assert client.llen("balance.urgent") == 1
+    assert client.llen("balance") == 1  # debits, top-ups, jobs
+    assert client.llen("balance.urgent") == 1  # the reload of the debit that crossed
+    assert client.llen("balance.bulk") == 1  # a sweep's reloads

@@ -251,19 +251,17 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
             return _skip(account, "payment_method_missing")
         total = reload_amount(account.balance, threshold, amount)
         settings = get_settings()
-        today = (
-            session.scalar(
-                select(func.count())
-                .select_from(Charge)
-                .where(
-                    Charge.account_id == account.id,
-                    Charge.purpose == PURPOSE,
-                    Charge.status.in_(COUNTED),
-                    Charge.created_at >= _day_start(now),
-                )
-            )
-            or 0
-        )
+        counted = Charge.status.in_(COUNTED)
+        today, month, earlier = session.execute(
+            select(
+                func.count().filter(counted, Charge.created_at >= _day_start(now)),
+                func.coalesce(
+                    func.sum(Charge.amount).filter(counted, Charge.created_at >= _month_start(now)),
+                    Decimal(0),
+                ),
+                func.count(),
+            ).where(Charge.account_id == account.id, Charge.purpose == PURPOSE)
+        ).one()
         if today >= settings.auto_reload_max_per_day:
             return _capped(
                 uow,
@@ -273,14 +271,6 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
                 str(settings.auto_reload_max_per_day),
                 now,
             )
-        month = session.scalar(
-            select(func.sum(Charge.amount)).where(
-                Charge.account_id == account.id,
-                Charge.purpose == PURPOSE,
-                Charge.status.in_(COUNTED),
-                Charge.created_at >= _month_start(now),
-            )
-        ) or Decimal(0)
         if month + total > settings.auto_reload_max_amount_per_month:
             return _capped(
                 uow,
@@ -290,14 +280,7 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
                 format_amount(settings.auto_reload_max_amount_per_month, account.currency),
                 now,
             )
-        sequence = (
-            session.scalar(
-                select(func.count())
-                .select_from(Charge)
-                .where(Charge.account_id == account.id, Charge.purpose == PURPOSE)
-            )
-            or 0
-        ) + 1
+        sequence = earlier + 1
         charge, must_call = charges.begin(
             uow,
             account_id=account.id,
