@@ -9,7 +9,7 @@ from typing import Any
 from worker.db.session import UnitOfWork
 from worker.errors import InsufficientFunds, ReferenceConflict
 from worker.money import format_amount, parse_amount
-from worker.services import events, ledger, validation
+from worker.services import events, ledger, usage, validation
 
 KIND = "adjustment"
 
@@ -44,6 +44,7 @@ def adjust(
                 f"adjustment of {format_amount(value, account.currency)} would take the balance "
                 f"{format_amount(account.balance, account.currency)} {account.currency} below zero",
             )
+        before = account.balance
         txn = ledger.post(
             uow,
             account,
@@ -67,6 +68,7 @@ def adjust(
             },
             now,
         )
+        usage.reload_if_crossed(uow, account, before)
         duplicate = False
     return {
         "account_id": account.id,

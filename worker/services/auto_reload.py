@@ -226,6 +226,24 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
         return _skip(account, "capped")
 
     open_charge = _open_charge(session, account.id)
+    if (
+        open_charge is not None
+        and open_charge.status == "not_attempted"
+        and (
+            open_charge.payment_method_id != account.auto_reload_method_id
+            or open_charge.amount != reload_amount(account.balance, threshold, amount)
+        )
+    ):
+        # Settings or balance changed since the soft failure: never retry the old card or
+        # the old amount; that charge never reached the PSP, so closing it is safe.
+        charges.fail(
+            uow,
+            charges.lock(session, open_charge.id),
+            "superseded",
+            "auto-reload settings or balance changed before the retry",
+            now,
+        )
+        open_charge = None
     if open_charge is not None:
         retry_due = open_charge.status == "not_attempted" and (
             open_charge.next_attempt_at is None or open_charge.next_attempt_at <= now

@@ -54,6 +54,44 @@ SYNC_SCHEDULE = (
     + [timedelta(days=1)]
 )
 RECEIVABLE = "psp_pending"  # counter-account: money the PSP owes us, not yet available
+INTERNAL_KEYS = ("auto_reload:",)  # keys the system makes; callers may not use them
+
+
+_STATUS_FOR = {
+    Outcome.SUCCEEDED: "succeeded",
+    Outcome.DECLINED: "declined",
+    Outcome.PENDING: "pending",
+    Outcome.NOT_ATTEMPTED: "not_attempted",
+    Outcome.UNKNOWN: "unknown",
+}
+
+
+def _orphaned_success(uow: UnitOfWork, charge: Charge, result: ChargeResult, now: datetime) -> None:
+    """The PSP took money for a charge we had already closed: never silent."""
+    charge.needs_attention = True
+    charge.updated_at = now
+    events.record(
+        uow,
+        "charge.needs_attention",
+        charge.account_id,
+        {
+            "charge_id": charge.id,
+            "status": charge.status,
+            "psp": charge.psp,
+            "psp_reference": result.psp_reference,
+            "reason": "succeeded_at_psp_after_close",
+            "amount": format_amount(charge.amount, charge.currency),
+            "currency": charge.currency,
+        },
+        now,
+    )
+    log.error(
+        "charge %s is %s here but succeeded at %s (%s): needs attention",
+        charge.id,
+        charge.status,
+        charge.psp,
+        result.psp_reference,
+    )
 
 
 class IllegalTransition(RuntimeError):
@@ -155,7 +193,11 @@ def begin(
     value = chargeable_amount(amount, account.currency)
 
     def conflict_check(existing: Charge) -> None:
-        if existing.account_id != account.id or existing.amount != value:
+        if (
+            existing.account_id != account.id
+            or existing.amount != value
+            or existing.purpose != purpose
+        ):
             raise IdempotencyConflict(
                 "idempotency_key",
                 f"{key!r} was already used for {format_amount(existing.amount, existing.currency)}"
@@ -175,7 +217,7 @@ def begin(
                 session, account.id, payment_method_id, "payment_method_id"
             )
         get_adapter(method.psp, "payment_method_id")  # still enabled?
-        lease = now + timedelta(seconds=get_settings().charge_lease_seconds)
+        lease = _lease_from_now()
         inserted = _insert_if_absent(
             session,
             {
@@ -208,10 +250,17 @@ def begin(
         if locked.status == "not_attempted":
             move(locked, "processing", now)
             locked.attempts += 1
-            locked.lease_until = now + timedelta(seconds=get_settings().charge_lease_seconds)
+            locked.lease_until = _lease_from_now()
             locked.next_attempt_at = locked.lease_until
             return locked, True
     return existing, False
+
+
+def _lease_from_now() -> datetime:
+    """A lease guards a real PSP call in flight, so it runs on the real clock even when a
+    job is replayed `as_of` an earlier moment (an expired lease would let the janitor fail
+    a charge whose call is still under way)."""
+    return clock.now() + timedelta(seconds=get_settings().charge_lease_seconds)
 
 
 def lock(session: Session, charge_id: str) -> Charge:
@@ -239,6 +288,12 @@ def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) 
     """Record a PSP answer under the charge's row lock; a resolved charge is left alone."""
     charge = lock(uow.session, charge_id)
     if charge.status in TERMINAL:
+        if result.outcome is Outcome.SUCCEEDED and charge.status != "succeeded":
+            _orphaned_success(uow, charge, result, now)
+        return charge
+    target = _STATUS_FOR[result.outcome]
+    if target != charge.status and target not in _ALLOWED.get(charge.status, frozenset()):
+        log.info("charge %s: late %s answer ignored (already %s)", charge.id, target, charge.status)
         return charge
     charge.psp_reference = result.psp_reference or charge.psp_reference
     data = {
@@ -340,6 +395,8 @@ def top_up(
     now_fn: Callable[[], datetime] = clock.now,
 ) -> dict[str, Any]:
     """One charge now. The charge row is committed before the PSP call."""
+    if isinstance(idempotency_key, str) and idempotency_key.strip().startswith(INTERNAL_KEYS):
+        raise ValidationError("idempotency_key", "this prefix is reserved for automatic charges")
     charge, must_call = begin(
         uow,
         account_id=account_id,
@@ -480,6 +537,15 @@ def sync_pending(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> dict[
             return {"checked": checked, "resolved": resolved}
         seen.add(charge.id)
         checked += 1
-        if sync_one(uow, charge, get_adapter(charge.psp), now):
-            resolved += 1
-        uow.commit()
+        charge_id = charge.id
+        try:
+            if sync_one(uow, charge, get_adapter(charge.psp), now):
+                resolved += 1
+            uow.commit()
+        except Exception as exc:  # isolate it: reschedule, count towards attention, go on
+            uow.rollback()
+            log.exception("payment sync failed for charge %s", charge_id)
+            again = lock(uow.session, charge_id)
+            if again.status not in TERMINAL:
+                _reschedule(uow, again, now, f"sync error: {type(exc).__name__}: {exc}"[:300])
+            uow.commit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from worker.db.models import Account, LedgerTransaction
@@ -25,6 +26,18 @@ def _result(account: Account, txn: LedgerTransaction, duplicate: bool) -> dict[s
         "status": account.status,
         "duplicate": duplicate,
     }
+
+
+def reload_if_crossed(uow: UnitOfWork, account: Account, before: Decimal) -> None:
+    """The debit that takes the balance below the auto-reload threshold reloads at once
+    (after commit, on the urgent queue); already below, the sweep is the safety net."""
+    threshold = account.auto_reload_threshold
+    if (
+        account.auto_reload_enabled
+        and threshold is not None
+        and before >= threshold > account.balance
+    ):
+        uow.enqueue(RELOAD_NOW_TASK, account.id)
 
 
 def debit(
@@ -73,12 +86,5 @@ def debit(
         description=memo,
         now=now,
     )
-    threshold = account.auto_reload_threshold
-    if (
-        account.auto_reload_enabled
-        and threshold is not None
-        and before >= threshold > account.balance
-    ):
-        # The debit that crosses the threshold reloads at once (after commit, urgent queue).
-        uow.enqueue(RELOAD_NOW_TASK, account.id)
+    reload_if_crossed(uow, account, before)
     return _result(account, txn, duplicate=False)

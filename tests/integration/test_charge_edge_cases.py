@@ -1,0 +1,189 @@
+"""Edge cases of the charge engine and auto-reload found in review."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from worker import clock
+from worker.db.models import Charge, Event
+from worker.db.session import unit_of_work
+from worker.errors import IdempotencyConflict, ValidationError
+from worker.psp.base import ChargeResult, Outcome
+from worker.services import accounts, adjustments, auto_reload, charges, payment_methods
+
+PAST = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def _account(tag: str) -> tuple[str, str]:
+    with unit_of_work() as uow:
+        account_id = accounts.create(uow, name="edge", emails=["e@example.com"], now=clock.now())[
+            "id"
+        ]
+    with unit_of_work() as uow:
+        method = payment_methods.add(
+            uow,
+            account_id=account_id,
+            psp="braintree",
+            nonce=f"fake-valid-visa-nonce:{tag}",
+            now=clock.now(),
+        )
+    return account_id, method["id"]
+
+
+def _charge(charge_id: str) -> Charge:
+    with unit_of_work() as uow:
+        row = uow.session.get(Charge, charge_id)
+        assert row is not None
+        uow.session.expunge(row)
+        return row
+
+
+def _events(type_: str) -> list[Event]:
+    with unit_of_work() as uow:
+        return list(uow.session.scalars(select(Event).where(Event.type == type_)))
+
+
+def test_a_replayed_job_still_gets_a_live_lease() -> None:
+    account_id, _ = _account("lease")
+    with unit_of_work() as uow:  # a reload replayed as of an old moment
+        charge, _ = charges.begin(
+            uow, account_id=account_id, amount="5.00", idempotency_key="lease-1", now=PAST
+        )
+        charge_id = charge.id
+    row = _charge(charge_id)
+    assert row.created_at == PAST
+    assert row.lease_until is not None and row.lease_until > clock.now()
+    with unit_of_work() as uow:  # the janitor, on the real clock, leaves it alone
+        assert charges.sync_pending(uow, clock.now())["checked"] == 0
+
+
+def test_a_success_arriving_after_the_charge_was_closed_is_flagged() -> None:
+    account_id, _ = _account("late")
+    with unit_of_work() as uow:
+        charge, _ = charges.begin(
+            uow, account_id=account_id, amount="5.00", idempotency_key="late-1", now=clock.now()
+        )
+        charges.fail(uow, charges.lock(uow.session, charge.id), "not_received", "x", clock.now())
+        charge_id = charge.id
+    with unit_of_work() as uow:
+        charges.apply(uow, charge_id, ChargeResult(Outcome.SUCCEEDED, "bt_late"), clock.now())
+    row = _charge(charge_id)
+    assert (row.status, row.needs_attention) == ("failed", True)
+    [event] = _events("charge.needs_attention")
+    assert event.data["psp_reference"] == "bt_late"
+    with unit_of_work() as uow:
+        assert accounts.get(uow.session, account_id).balance == Decimal("0")
+
+
+def test_a_weaker_late_answer_is_ignored_not_a_crash() -> None:
+    account_id, _ = _account("weak")
+    with unit_of_work() as uow:
+        charge, _ = charges.begin(
+            uow, account_id=account_id, amount="5.00", idempotency_key="weak-1", now=clock.now()
+        )
+        charge_id = charge.id
+    with unit_of_work() as uow:
+        charges.apply(uow, charge_id, ChargeResult(Outcome.PENDING, "bt_p"), clock.now())
+    with unit_of_work() as uow:
+        charges.apply(uow, charge_id, ChargeResult(Outcome.UNKNOWN), clock.now())
+    assert _charge(charge_id).status == "pending"
+
+
+def test_one_bad_charge_does_not_stop_the_janitor() -> None:
+    account_id, _ = _account("janitor")
+    ids = []
+    for key in ("bad-1", "good-1"):
+        with unit_of_work() as uow:
+            charge, _ = charges.begin(
+                uow, account_id=account_id, amount="5.00", idempotency_key=key, now=clock.now()
+            )
+            ids.append(charge.id)
+    with unit_of_work() as uow:  # a PSP that is no longer enabled
+        uow.session.execute(update(Charge).where(Charge.id == ids[0]).values(psp="retired"))
+    later = clock.now() + timedelta(days=1)
+    with unit_of_work() as uow:
+        result = charges.sync_pending(uow, later)
+    assert result == {"checked": 2, "resolved": 1}
+    bad, good = _charge(ids[0]), _charge(ids[1])
+    assert good.status == "failed"  # the PSP never received it: closed without a charge
+    assert bad.status == "processing" and bad.sync_attempts == 1
+    assert bad.next_attempt_at is not None and bad.next_attempt_at > later
+
+
+def test_reserved_keys_and_purpose_are_part_of_idempotency() -> None:
+    account_id, _ = _account("keys")
+    with pytest.raises(ValidationError) as info, unit_of_work() as uow:
+        charges.top_up(
+            uow, account_id=account_id, amount="5.00", idempotency_key=f"auto_reload:{account_id}:1"
+        )
+    assert info.value.field == "idempotency_key"
+    with unit_of_work() as uow:
+        charges.begin(
+            uow,
+            account_id=account_id,
+            amount="5.00",
+            idempotency_key="shared",
+            purpose="auto_reload",
+            now=clock.now(),
+        )
+    with pytest.raises(IdempotencyConflict), unit_of_work() as uow:
+        charges.top_up(uow, account_id=account_id, amount="5.00", idempotency_key="shared")
+
+
+def test_a_soft_failed_reload_is_not_retried_on_a_replaced_card() -> None:
+    account_id, first_card = _account("soft-a")
+    with unit_of_work() as uow:
+        auto_reload.configure(
+            uow, account_id=account_id, threshold="10", amount="3000.00", now=clock.now()
+        )
+    soft = _reload(account_id)
+    assert soft["status"] == "not_attempted"
+    with unit_of_work() as uow:
+        second = payment_methods.add(
+            uow,
+            account_id=account_id,
+            psp="braintree",
+            nonce="fake-valid-visa-nonce:soft-b",
+            now=clock.now(),
+        )
+    with unit_of_work() as uow:
+        auto_reload.configure(
+            uow,
+            account_id=account_id,
+            threshold="10",
+            amount="20",
+            method_id=second["id"],
+            now=clock.now(),
+        )
+    fresh = _reload(account_id, clock.now() + timedelta(hours=1))
+    assert fresh["status"] == "succeeded"
+    assert fresh["payment_method_id"] == second["id"] != first_card
+    assert fresh["amount"] == "20.00"
+    old = _charge(soft["charge_id"])
+    assert (old.status, old.decline_code) == ("failed", "superseded")
+
+
+def _reload(account_id: str, at: datetime | None = None) -> dict[str, Any]:
+    with unit_of_work() as uow:
+        return auto_reload.reload(uow, account_id, at)
+
+
+def test_a_negative_adjustment_that_crosses_the_threshold_reloads_at_once() -> None:
+    account_id, _ = _account("adjust")
+    with unit_of_work() as uow:
+        adjustments.adjust(uow, account_id=account_id, amount="12", reason="seed", now=clock.now())
+    with unit_of_work() as uow:
+        auto_reload.configure(
+            uow, account_id=account_id, threshold="10", amount="20", now=clock.now()
+        )
+    sent: list[Any] = []
+    with unit_of_work(dispatch=lambda n, a, k: sent.append((n, a))) as uow:
+        adjustments.adjust(
+            uow, account_id=account_id, amount="-5", reason="correction", now=clock.now()
+        )
+    assert ("balance.auto_reload.reload_now", (account_id,)) in sent
