@@ -187,3 +187,52 @@ def test_a_negative_adjustment_that_crosses_the_threshold_reloads_at_once() -> N
             uow, account_id=account_id, amount="-5", reason="correction", now=clock.now()
         )
     assert ("balance.auto_reload.reload_now", (account_id,)) in sent
+
+
+def test_the_janitor_closes_an_abandoned_not_attempted_top_up() -> None:
+    account_id, _ = _account("abandoned")
+    with unit_of_work() as uow:
+        soft = charges.top_up(
+            uow, account_id=account_id, amount="3000.00", idempotency_key="abandoned-1"
+        )
+    assert soft["status"] == "not_attempted"
+    with unit_of_work() as uow:
+        assert charges.sync_pending(uow, clock.now() + timedelta(minutes=29))["resolved"] == 0
+    assert _charge(soft["charge_id"]).status == "not_attempted"
+    with unit_of_work() as uow:
+        assert charges.sync_pending(uow, clock.now() + timedelta(minutes=31))["resolved"] == 1
+    closed = _charge(soft["charge_id"])
+    assert (closed.status, closed.decline_code) == ("failed", "3000")
+    assert _events("charge.failed")
+
+
+def test_vaulting_holds_no_lock_on_the_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy import text
+
+    from worker.psp.registry import get_adapter
+
+    with unit_of_work() as uow:
+        account_id = accounts.create(uow, name="vault", now=clock.now())["id"]
+    adapter_cls = type(get_adapter("braintree"))
+    original = adapter_cls.vault
+    locked: list[bool] = []
+
+    def spy(self: Any, request: Any) -> Any:
+        with unit_of_work() as other:  # another transaction can lock the account meanwhile
+            other.session.execute(text("SET LOCAL lock_timeout = '1s'"))
+            other.session.execute(
+                text("SELECT 1 FROM accounts WHERE id = :a FOR UPDATE"), {"a": account_id}
+            )
+            locked.append(True)
+        return original(self, request)
+
+    monkeypatch.setattr(adapter_cls, "vault", spy)
+    with unit_of_work() as uow:
+        payment_methods.add(
+            uow,
+            account_id=account_id,
+            psp="braintree",
+            nonce="fake-valid-visa-nonce:vault",
+            now=clock.now(),
+        )
+    assert locked == [True]

@@ -520,9 +520,40 @@ def sync_one(uow: UnitOfWork, charge: Charge, adapter: PspAdapter, now: datetime
     return True
 
 
+ABANDONED_AFTER = timedelta(minutes=30)
+
+
+def close_abandoned(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> int:
+    """A top-up left `not_attempted` (its retries lost, or a soft failure from the CLI) never
+    reached the PSP: after a while it is closed as failed, so nothing stays open for ever.
+    Auto-reload retries its own soft failures."""
+    rows = uow.session.scalars(
+        select(Charge)
+        .where(
+            Charge.status == "not_attempted",
+            Charge.purpose != "auto_reload",
+            Charge.updated_at <= now - ABANDONED_AFTER,
+        )
+        .order_by(Charge.updated_at)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for charge in rows:
+        fail(
+            uow,
+            charge,
+            charge.decline_code or "not_attempted",
+            charge.decline_text or "the PSP did not process the charge",
+            now,
+        )
+    uow.commit()
+    return len(rows)
+
+
 def sync_pending(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> dict[str, int]:
     """The janitor: look up every unresolved charge that is due, one transaction each."""
-    resolved = checked = 0
+    resolved = close_abandoned(uow, now)
+    checked = 0
     seen: set[str] = set()
     while True:
         charge = uow.session.scalars(

@@ -17,7 +17,7 @@ from worker.psp.base import VaultRequest
 from worker.psp.errors import VaultRefused
 from worker.psp.registry import get_adapter
 from worker.redaction import refuse_pan
-from worker.services import events, ledger
+from worker.services import accounts, events, ledger
 
 IN_USE = "this card or PayPal account is already saved on another account (one account only)"
 
@@ -69,11 +69,15 @@ def add(
         refuse_pan(nonce, "nonce")
     elif nonce is not None:
         refuse_pan(str(nonce), "nonce")
-    account = ledger.lock_account(uow.session, account_id)
+    if uow.session.new or uow.session.dirty or uow.session.deleted:
+        raise RuntimeError("payment_methods.add must start its unit of work")
+    known = accounts.get(uow.session, account_id)
+    uow.session.rollback()  # nothing written yet: hold no transaction or lock during vault
     try:
-        vaulted = adapter.vault(VaultRequest(nonce=str(nonce or ""), customer_ref=account.id))
+        vaulted = adapter.vault(VaultRequest(nonce=str(nonce or ""), customer_ref=known.id))
     except VaultRefused as exc:
         raise PaymentMethodRefused("nonce", f"{adapter.name} refused it: {exc}") from None
+    account = ledger.lock_account(uow.session, known.id)
 
     if vaulted.fingerprint is not None:
         holder = uow.session.scalars(
