@@ -54,6 +54,23 @@ def _database_url(value: str | None) -> str | None:
     return url.render_as_string(hide_password=False)
 
 
+def _parse_rates(value: str) -> dict[str, Decimal]:
+    """`EUR=1.0862,GBP=1.2710` -> {currency: USD per unit}; exact decimals, positive."""
+    rates: dict[str, Decimal] = {}
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        code, sep, raw = part.partition("=")
+        code = code.strip().upper()
+        if not sep or not re.fullmatch(r"[A-Z]{3}", code) or code not in list_currencies():
+            raise ValueError(f"{part!r} is not CURRENCY=RATE (e.g. EUR=1.0862)")
+        rate = _decimal_setting(raw.strip(), "USD_DISPLAY_RATES")
+        if rate <= 0:
+            raise ValueError(f"{part!r}: the rate must be positive")
+        rates[code] = rate
+    return rates
+
+
 class Settings(BaseSettings):
     """Everything the fleet reads from its environment."""
 
@@ -131,6 +148,19 @@ class Settings(BaseSettings):
     bulk_queue: str = Field(default="balance.bulk", alias="BULK_QUEUE")
     payment_sync_interval_seconds: int = Field(default=60, alias="PAYMENT_SYNC_INTERVAL", ge=1)
     payment_sync_attention_after: int = Field(default=8, alias="PAYMENT_SYNC_ATTENTION_AFTER", ge=1)
+    alert_scan_interval_seconds: int = Field(default=3600, alias="ALERT_SCAN_INTERVAL", ge=60)
+    alert_batch_size: int = Field(default=500, alias="ALERT_BATCH_SIZE", ge=1, le=10_000)
+    top_up_url: str | None = Field(default=None, alias="TOP_UP_URL")
+    # Display only: USD per unit of an account currency, e.g. "EUR=1.0862,GBP=1.2710".
+    usd_display_rates_list: str = Field(default="", alias="USD_DISPLAY_RATES")
+    # Settlement: the PSP merchant accounts (JSON list), the default for any (psp, currency)
+    # not listed, and an operator file that overrides or adds timing rows.
+    psp_merchant_accounts_json: str = Field(default="", alias="PSP_MERCHANT_ACCOUNTS")
+    psp_merchant_country: str = Field(default="GB", alias="PSP_MERCHANT_COUNTRY")
+    psp_merchant_timezone: str = Field(default="UTC", alias="PSP_MERCHANT_TIMEZONE")
+    settlement_timing_file: Path | None = Field(default=None, alias="SETTLEMENT_TIMING_FILE")
+    settlement_interval_seconds: int = Field(default=900, alias="SETTLEMENT_INTERVAL", ge=10)
+    settlement_batch_size: int = Field(default=500, alias="SETTLEMENT_BATCH_SIZE", ge=1, le=10_000)
 
     @field_validator("broker_url", "result_backend")
     @classmethod
@@ -190,6 +220,21 @@ class Settings(BaseSettings):
             raise ValueError("must be between 0 and 1")
         return rate
 
+    @field_validator("top_up_url")
+    @classmethod
+    def _check_top_up_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not re.fullmatch(r"https?://[^\s<>\"']+", value.strip()):
+            raise ValueError("must be an http(s) URL")
+        return value.strip()
+
+    @field_validator("usd_display_rates_list")
+    @classmethod
+    def _check_usd_rates(cls, value: str) -> str:
+        _parse_rates(value)
+        return value
+
     @field_validator("database_url", "psp_stub_database_url")
     @classmethod
     def _check_db_urls(cls, value: str | None) -> str | None:
@@ -202,6 +247,10 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
+
+    @property
+    def usd_display_rates(self) -> dict[str, Decimal]:
+        return _parse_rates(self.usd_display_rates_list)
 
     @property
     def psp_enabled(self) -> tuple[str, ...]:
@@ -228,6 +277,33 @@ class Settings(BaseSettings):
         if self.broker_url:
             return self.broker_url
         return f"sqla+sqlite:///{self.balance_home.resolve() / 'broker.db'}"
+
+    def check_settlement(self) -> None:
+        """The timing table loads, and every merchant account's country has a row."""
+        from worker.services import settlement_timing as timing
+
+        try:
+            table = timing.load_timing(self.settlement_timing_file)
+        except (timing.SettlementConfigError, OSError) as exc:
+            raise SettingsError(f"SETTLEMENT_TIMING_FILE: {exc}") from None
+        try:
+            merchants = timing.parse_merchant_accounts(self.psp_merchant_accounts_json or "[]")
+            default = timing.MerchantAccount(
+                psp="default",
+                currency=self.default_currency,
+                country=self.psp_merchant_country.strip().upper(),
+                timezone=self.psp_merchant_timezone,
+            )
+        except (timing.SettlementConfigError, ValueError) as exc:
+            raise SettingsError(f"PSP_MERCHANT_ACCOUNTS: {exc}") from None
+        for name, merchant in [("PSP_MERCHANT_COUNTRY", default)] + [
+            ("PSP_MERCHANT_ACCOUNTS", m) for m in merchants
+        ]:
+            if merchant.country not in table.countries:
+                raise SettingsError(
+                    f"{name}: no settlement timing for country {merchant.country!r}; "
+                    "add a row with SETTLEMENT_TIMING_FILE"
+                )
 
     def check_limits(self) -> None:
         """Cross-field rules: a redelivery must never overtake a running task."""
@@ -261,6 +337,7 @@ def get_settings() -> Settings:
     except ValidationError as exc:
         raise SettingsError(_format_error(exc)) from None
     settings.check_limits()
+    settings.check_settlement()
     return settings
 
 

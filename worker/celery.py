@@ -38,6 +38,8 @@ TASK_MODULES = [
     "worker.tasks.mail",
     "worker.tasks.payments",
     "worker.tasks.auto_reload",
+    "worker.tasks.alerts",
+    "worker.tasks.settlement",
 ]
 
 app = Celery("balance-worker", include=TASK_MODULES)

@@ -31,12 +31,16 @@ usage_app = typer.Typer(no_args_is_help=True, help="Usage debits.")
 jobs_app = typer.Typer(no_args_is_help=True, help="Run a scheduled job now, in-process.")
 methods_app = typer.Typer(no_args_is_help=True, help="Payment methods (PSP tokens only).")
 reload_app = typer.Typer(no_args_is_help=True, help="Auto-reload settings.")
+alerts_app = typer.Typer(no_args_is_help=True, help="Low-balance alert settings.")
+settlement_app = typer.Typer(no_args_is_help=True, help="When PSP money becomes available.")
 app.add_typer(db_app, name="db")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(usage_app, name="usage")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(methods_app, name="methods")
 app.add_typer(reload_app, name="auto-reload")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(settlement_app, name="settlement")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 NEGATIVE_OK = {"ignore_unknown_options": True}  # so `adjust ID -5` parses as an amount
@@ -451,6 +455,57 @@ def auto_reload_off(
     _run(as_json, _in_uow(lambda uow: auto_reload.turn_off(uow, account_id=account_id, now=now())))
 
 
+@alerts_app.command("set")
+def alerts_set(
+    account_id: Annotated[str, typer.Argument(metavar="ID")],
+    threshold: Annotated[str, typer.Option("--threshold", help="Alert when below this.")],
+    email: Annotated[
+        list[str] | None,
+        typer.Option("--email", help="Replaces the invoice-and-alert addresses (repeatable)."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Turn low-balance alerts on (one email per crossing, checked hourly)."""
+    from worker.clock import now
+    from worker.services import alerts
+
+    _run(
+        as_json,
+        _in_uow(
+            lambda uow: alerts.configure(
+                uow, account_id=account_id, threshold=threshold, emails=email, now=now()
+            )
+        ),
+    )
+
+
+@alerts_app.command("off")
+def alerts_off(
+    account_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+) -> None:
+    """Turn low-balance alerts off (depletion notices still go out)."""
+    from worker.clock import now
+    from worker.services import alerts
+
+    _run(as_json, _in_uow(lambda uow: alerts.turn_off(uow, account_id=account_id, now=now())))
+
+
+@settlement_app.command("report")
+def settlement_report(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="ISO-8601 with offset.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Pending and available per PSP and currency, the reserve, and the next dates."""
+    from worker.clock import parse_as_of
+    from worker.services import settlement
+
+    _run(
+        as_json,
+        _in_uow(lambda uow: settlement.report(uow.session, parse_as_of(as_of))),
+        write=False,
+    )
+
+
 # --- jobs and the worker --------------------------------------------------------------------
 
 
@@ -462,12 +517,16 @@ def job_registry() -> dict[str, tuple[str, bool]]:
         "audit": ("balance.ledger.audit", False),
         "sync": ("balance.payments.sync_pending", True),
         "auto-reload": ("balance.auto_reload.sweep", True),
+        "alerts": ("balance.alerts.scan", True),
+        "settlement": ("balance.settlement.roll_forward", True),
     }
 
 
 @jobs_app.command("run")
 def jobs_run(
-    job: Annotated[str, typer.Argument(help="auto-reload, sync, events, mail or audit")],
+    job: Annotated[
+        str, typer.Argument(help="auto-reload, alerts, settlement, sync, events, mail or audit")
+    ],
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO-8601 with offset.")] = None,
     as_json: JsonFlag = False,
 ) -> None:

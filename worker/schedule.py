@@ -29,6 +29,14 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "balance.auto_reload.sweep",
             **every(settings.auto_reload_interval_seconds),
         },
+        "alerts-scan": {
+            "task": "balance.alerts.scan",
+            **every(settings.alert_scan_interval_seconds),
+        },
+        "settlement-roll-forward": {
+            "task": "balance.settlement.roll_forward",
+            **every(settings.settlement_interval_seconds),
+        },
         "payments-sync": {
             "task": "balance.payments.sync_pending",
             **every(settings.payment_sync_interval_seconds),

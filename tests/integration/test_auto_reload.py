@@ -320,7 +320,7 @@ def test_decline_backoff_then_disable_after_three_with_event_and_mail() -> None:
         [mail] = uow.session.scalars(select(Mail).where(Mail.account_id == account_id)).all()
     assert mail.kind == "auto_reload.disabled"
     assert sorted(mail.recipients) == ["billing@example.com", "cto@example.com"]
-    assert "2001.00" in mail.text_body
+    assert "€2,001.00" in mail.text_body  # Babel, en: the amount that was declined
     assert _sweep(moment + timedelta(days=1))[0]["due"] == 0
     assert _count(LedgerTransaction) == 0
 

@@ -174,6 +174,8 @@ def test_accounts_money_commands_ledger_and_relay() -> None:
         "enabled": False,
         "threshold": None,
         "emails": ["billing@example.com", "ops@example.com"],
+        "state": "armed",
+        "last_alert_at": None,
     }
 
     relayed = ok_json("jobs", "run", "events")

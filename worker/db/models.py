@@ -61,7 +61,26 @@ class Account(Base):
             postgresql_where=text("auto_reload_enabled AND balance < auto_reload_threshold"),
             sqlite_where=text("auto_reload_enabled AND balance < auto_reload_threshold"),
         ),
+        # The hourly alert scan reads only these: armed and below the threshold (to fire),
+        # sent and back at or above it (to re-arm when no credit did).
+        Index(
+            "ix_accounts_alert_due",
+            "id",
+            postgresql_where=text(
+                "alerts_enabled AND alert_state = 'armed' AND balance < alert_threshold"
+            ),
+            sqlite_where=text(
+                "alerts_enabled AND alert_state = 'armed' AND balance < alert_threshold"
+            ),
+        ),
+        Index(
+            "ix_accounts_alert_rearm",
+            "id",
+            postgresql_where=text("alert_state = 'sent' AND balance >= alert_threshold"),
+            sqlite_where=text("alert_state = 'sent' AND balance >= alert_threshold"),
+        ),
         CheckConstraint("status IN ('active', 'suspended')", name="ck_accounts_status"),
+        CheckConstraint("alert_state IN ('armed', 'sent')", name="ck_accounts_alert_state"),
         CheckConstraint(
             "suspension_reason IS NULL OR suspension_reason IN ('depleted', 'admin')",
             name="ck_accounts_suspension_reason",
@@ -89,6 +108,10 @@ class Account(Base):
     auto_reload_capped_until: Mapped[datetime | None]
     alerts_enabled: Mapped[bool] = mapped_column(default=False)
     alert_threshold: Mapped[Decimal | None]
+    # One alert per crossing: `armed` -> `sent` when it fires; armed again once the balance
+    # is back at or above the threshold (by the credit that lifts it, or by the scan).
+    alert_state: Mapped[str] = mapped_column(String(8), default="armed", server_default="armed")
+    alert_sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -114,21 +137,38 @@ class LedgerAccount(Base):
 
 
 class LedgerTransaction(Base):
-    """One money movement. Idempotent by (account, kind, reference)."""
+    """One money movement. Idempotent by (account, kind, reference).
+
+    A customer transaction moves a customer balance (`account_id`, `balance_after` set).
+    A system transaction moves money between system accounts only (settlement: PSP
+    receivable pending -> available); it has no customer account, and is idempotent by
+    (kind, reference) through its own partial unique index.
+    """
 
     __tablename__ = "ledger_transactions"
     __table_args__ = (
         UniqueConstraint("account_id", "kind", "reference", name="uq_ledger_txn_reference"),
+        Index(
+            "uq_ledger_txn_system_reference",
+            "kind",
+            "reference",
+            unique=True,
+            postgresql_where=text("account_id IS NULL"),
+            sqlite_where=text("account_id IS NULL"),
+        ),
         Index("ix_ledger_txn_account_created", "account_id", "created_at"),
+        CheckConstraint(
+            "(account_id IS NULL) = (balance_after IS NULL)", name="ck_ledger_txn_system_shape"
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    account_id: Mapped[str | None] = mapped_column(ForeignKey("accounts.id"))
     kind: Mapped[str] = mapped_column(String(32))
     reference: Mapped[str] = mapped_column(String(200))
-    amount: Mapped[Decimal]  # signed, as seen by the customer balance
+    amount: Mapped[Decimal]  # signed, as seen by the customer balance (system: the amount moved)
     currency: Mapped[str] = mapped_column(String(3))
-    balance_after: Mapped[Decimal]
+    balance_after: Mapped[Decimal | None]
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
 
@@ -282,6 +322,18 @@ class Charge(Base):
                 "('processing', 'unknown', 'pending', 'not_attempted')"
             ),
         ),
+        # The settlement roll-forward reads only pending settlements, by the instant they
+        # become available (the start of available_on in the merchant account's timezone).
+        Index(
+            "ix_charges_settlement_due",
+            "settles_at",
+            postgresql_where=text("settlement_status = 'pending'"),
+            sqlite_where=text("settlement_status = 'pending'"),
+        ),
+        CheckConstraint(
+            "settlement_status IS NULL OR settlement_status IN ('pending', 'available')",
+            name="ck_charges_settlement_status",
+        ),
         Index(
             "ix_charges_unresolved",
             "status",
@@ -310,8 +362,12 @@ class Charge(Base):
     next_attempt_at: Mapped[datetime | None]
     needs_attention: Mapped[bool] = mapped_column(default=False)
     transaction_id: Mapped[str | None] = mapped_column(String(40))
+    # Settlement (services/settlement.py): computed once when the charge succeeds.
     available_on: Mapped[date | None] = mapped_column(Date)
     settlement_status: Mapped[str | None] = mapped_column(String(16))
+    settles_at: Mapped[datetime | None]
+    settlement_rule: Mapped[str | None] = mapped_column(String(120))
+    settled_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]

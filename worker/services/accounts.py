@@ -102,5 +102,7 @@ def view(account: Account) -> dict[str, Any]:
             "enabled": account.alerts_enabled,
             "threshold": _opt(account.alert_threshold, cur),
             "emails": list(account.emails),
+            "state": account.alert_state,
+            "last_alert_at": isoformat(account.alert_sent_at) if account.alert_sent_at else None,
         },
     }

@@ -62,7 +62,7 @@ def adjust(
             {
                 "amount": format_amount(value, account.currency),
                 "currency": account.currency,
-                "balance": format_amount(txn.balance_after, account.currency),
+                "balance": format_amount(ledger.balance_after(txn), account.currency),
                 "reason": why,
                 "transaction_id": txn.id,
             },
@@ -73,7 +73,7 @@ def adjust(
     return {
         "account_id": account.id,
         "amount": format_amount(txn.amount, txn.currency),
-        "balance": format_amount(txn.balance_after, txn.currency),
+        "balance": format_amount(ledger.balance_after(txn), txn.currency),
         "currency": txn.currency,
         "transaction_id": txn.id,
         "reason": txn.description,

@@ -28,7 +28,7 @@ from worker.db.session import UnitOfWork
 from worker.errors import NotFound, ValidationError
 from worker.money import format_amount, parse_amount
 from worker.psp.registry import get_adapter
-from worker.services import accounts, charges, events, ledger, mail, payment_methods, usage
+from worker.services import accounts, charges, events, ledger, notices, payment_methods, usage
 
 log = logging.getLogger(__name__)
 
@@ -409,23 +409,12 @@ def _disable_after_declines(
         "charge_id": charge.id,
     }
     events.record(uow, "auto_reload.disabled", account.id, data, now)
-    amount = format_amount(charge.amount, charge.currency)
-    mail.queue(
+    notices.auto_reload_disabled(
         uow,
-        dedupe_key=f"auto_reload_disabled:{charge.id}",
-        kind="auto_reload.disabled",
-        account_id=account.id,
+        account,
+        charge_id=charge.id,
+        reload_amount=charge.amount,
+        declines=account.auto_reload_declines,
+        reason=charge.decline_text or charge.decline_code or "declined",
         now=now,
-        subject="Auto-reload has been turned off for your account",
-        text_body=(
-            f"Hello {account.name},\n\n"
-            f"We tried to reload your balance with {amount} {charge.currency} "
-            f"{account.auto_reload_declines} times in a row and your payment method was "
-            f"declined each time (last reason: {charge.decline_text or charge.decline_code}).\n"
-            f"Auto-reload is now off. Your balance is "
-            f"{format_amount(account.balance, account.currency)} {account.currency}.\n\n"
-            "Please check your card or PayPal account, then turn auto-reload on again or top "
-            "up your balance, so your service is not interrupted when the balance reaches zero."
-            "\n"
-        ),
     )

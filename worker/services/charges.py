@@ -34,7 +34,7 @@ from worker.money import exponent, format_amount, parse_amount, to_minor_units
 from worker.psp.base import ChargeRequest, ChargeResult, Outcome, PspAdapter
 from worker.psp.errors import TransportError
 from worker.psp.registry import get_adapter
-from worker.services import accounts, events, ledger, payment_methods, validation
+from worker.services import accounts, events, ledger, payment_methods, settlement, validation
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +319,7 @@ def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) 
         )
         move(charge, "succeeded", now)
         charge.transaction_id = txn.id
-        charge.settlement_status = "pending"
+        settlement.schedule(uow, charge, account, now)
         charge.decline_code = charge.decline_text = None
         events.record(
             uow,

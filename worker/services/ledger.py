@@ -21,7 +21,7 @@ from worker.db.models import Account, LedgerAccount, LedgerTransaction, Posting,
 from worker.db.session import UnitOfWork
 from worker.errors import NotFound, ValidationError
 from worker.money import format_amount
-from worker.services import events
+from worker.services import events, notices
 
 # Counter-accounts, one per currency.
 USAGE_REVENUE = "usage_revenue"
@@ -125,10 +125,100 @@ def post(
             ),
         ]
     )
-    account.balance = txn.balance_after
+    account.balance = account.balance + amount
     account.updated_at = now
     _apply_depletion_rule(uow, account, txn, now)
+    _rearm_alert(account, txn)
     return txn
+
+
+def balance_after(txn: LedgerTransaction) -> Decimal:
+    """The customer balance after a customer transaction (system ones have none)."""
+    if txn.balance_after is None:
+        raise ValueError(f"transaction {txn.id} is a system transaction: no customer balance")
+    return txn.balance_after
+
+
+def transfer_system(
+    uow: UnitOfWork,
+    *,
+    kind: str,
+    reference: str,
+    amount: Decimal,
+    currency: str,
+    from_account: str,
+    to_account: str,
+    description: str | None,
+    now: datetime,
+) -> LedgerTransaction | None:
+    """Move `amount` between two system accounts, once per (kind, reference).
+
+    System receivables carry the negative of what is owed (the mirror of the customer
+    credit), so the amount leaves `from_account` as +amount and arrives in `to_account`
+    as -amount. Returns None when this (kind, reference) was already posted; the caller
+    holds the lock on the row the transfer belongs to, and a partial unique index backs it.
+    """
+    session = uow.session
+    done = session.scalar(
+        select(LedgerTransaction.id).where(
+            LedgerTransaction.account_id.is_(None),
+            LedgerTransaction.kind == kind,
+            LedgerTransaction.reference == reference,
+        )
+    )
+    if done is not None:
+        return None
+    txn = LedgerTransaction(
+        id=new_id("txn"),
+        account_id=None,
+        kind=kind,
+        reference=reference,
+        amount=amount,
+        currency=currency,
+        balance_after=None,
+        description=description,
+        created_at=now,
+    )
+    session.add(txn)
+    session.flush()
+    session.add_all(
+        [
+            Posting(
+                transaction_id=txn.id,
+                ledger_account_id=system_account_id(session, from_account, currency, now),
+                amount=amount,
+            ),
+            Posting(
+                transaction_id=txn.id,
+                ledger_account_id=system_account_id(session, to_account, currency, now),
+                amount=-amount,
+            ),
+        ]
+    )
+    return txn
+
+
+def system_balances(session: Session, prefix: str) -> dict[tuple[str, str], Decimal]:
+    """Sum of postings per system account whose code starts with `prefix` ({(code, cur): sum})."""
+    rows = session.execute(
+        select(LedgerAccount.code, LedgerAccount.currency, func.sum(Posting.amount))
+        .join(Posting, Posting.ledger_account_id == LedgerAccount.id)
+        .where(LedgerAccount.account_id.is_(None), LedgerAccount.code.startswith(prefix))
+        .group_by(LedgerAccount.code, LedgerAccount.currency)
+    ).all()
+    return {(code, cur): total for code, cur, total in rows}
+
+
+def _rearm_alert(account: Account, txn: LedgerTransaction) -> None:
+    """The credit that lifts the balance back to the alert threshold re-arms the alert."""
+    threshold = account.alert_threshold
+    if (
+        txn.amount > 0
+        and account.alert_state == "sent"
+        and threshold is not None
+        and account.balance >= threshold
+    ):
+        account.alert_state = "armed"
 
 
 def _apply_depletion_rule(
@@ -150,6 +240,7 @@ def _apply_depletion_rule(
         account.status = "suspended"
         account.suspension_reason = "depleted"
         events.record(uow, "account.depleted", account.id, data, now)
+        notices.depleted(uow, account, transaction_id=txn.id, floor=floor, now=now)
     elif (
         txn.amount > 0
         and account.balance > floor
@@ -170,7 +261,9 @@ def transaction_view(
         "reference": txn.reference,
         "amount": format_amount(txn.amount, txn.currency),
         "currency": txn.currency,
-        "balance_after": format_amount(txn.balance_after, txn.currency),
+        "balance_after": (
+            None if txn.balance_after is None else format_amount(txn.balance_after, txn.currency)
+        ),
         "description": txn.description,
         "created_at": isoformat(txn.created_at),
     }

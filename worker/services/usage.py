@@ -20,7 +20,7 @@ def _result(account: Account, txn: LedgerTransaction, duplicate: bool) -> dict[s
     return {
         "account_id": account.id,
         "amount": format_amount(-txn.amount, txn.currency),
-        "balance": format_amount(txn.balance_after, txn.currency),
+        "balance": format_amount(ledger.balance_after(txn), txn.currency),
         "currency": txn.currency,
         "transaction_id": txn.id,
         "status": account.status,

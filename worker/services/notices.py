@@ -1,0 +1,132 @@
+"""Customer notices: the mails an account's invoice-and-alert addresses get.
+
+Each is queued in the mail outbox inside the transaction that made the fact true (the
+alert firing, the debit that depleted the account, the decline that turned auto-reload
+off), so a notice exists exactly when its fact was committed, and is sent once.
+Bodies come from the Jinja2 templates in the account's locale (services/mail_templates).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from config import get_settings
+from worker.db.models import Account, Mail
+from worker.db.session import UnitOfWork
+from worker.services import mail, mail_templates
+
+
+def _usd_rate(account: Account) -> Decimal | None:
+    if account.display_currency != "USD" or account.currency == "USD":
+        return None
+    return get_settings().usd_display_rates.get(account.currency)
+
+
+def _queue(
+    uow: UnitOfWork,
+    account: Account,
+    *,
+    kind: str,
+    dedupe_key: str,
+    rendered: mail_templates.RenderedMail,
+    now: datetime,
+) -> Mail | None:
+    return mail.queue(
+        uow,
+        dedupe_key=dedupe_key,
+        kind=kind,
+        account_id=account.id,
+        recipients=list(account.emails),
+        subject=rendered.subject,
+        text_body=rendered.text,
+        html_body=rendered.html,
+        now=now,
+    )
+
+
+def low_balance(
+    uow: UnitOfWork, account: Account, *, threshold: Decimal, alert_id: str, checked_at: datetime
+) -> Mail | None:
+    """One mail per fired alert (`alert_id` is the `balance.low` event's id)."""
+    rendered = mail_templates.render_low_balance(
+        locale=account.locale,
+        account_name=account.name,
+        account_id=account.id,
+        balance=account.balance,
+        threshold=threshold,
+        currency=account.currency,
+        checked_at=checked_at,
+        display_currency=account.display_currency,
+        usd_rate=_usd_rate(account),
+        top_up_url=get_settings().top_up_url,
+        auto_reload_enabled=account.auto_reload_enabled,
+    )
+    return _queue(
+        uow,
+        account,
+        kind="balance.low",
+        dedupe_key=f"balance.low:{alert_id}",
+        rendered=rendered,
+        now=checked_at,
+    )
+
+
+def depleted(
+    uow: UnitOfWork, account: Account, *, transaction_id: str, floor: Decimal, now: datetime
+) -> Mail | None:
+    """Once per depletion: keyed by the transaction that depleted the account."""
+    rendered = mail_templates.render_depleted(
+        locale=account.locale,
+        account_name=account.name,
+        account_id=account.id,
+        balance=account.balance,
+        currency=account.currency,
+        floor=floor,
+        occurred_at=now,
+        display_currency=account.display_currency,
+        usd_rate=_usd_rate(account),
+        top_up_url=get_settings().top_up_url,
+    )
+    return _queue(
+        uow,
+        account,
+        kind="account.depleted",
+        dedupe_key=f"account.depleted:{transaction_id}",
+        rendered=rendered,
+        now=now,
+    )
+
+
+def auto_reload_disabled(
+    uow: UnitOfWork,
+    account: Account,
+    *,
+    charge_id: str,
+    reload_amount: Decimal,
+    declines: int,
+    reason: str,
+    now: datetime,
+) -> Mail | None:
+    rendered = mail_templates.render_auto_reload_disabled(
+        locale=account.locale,
+        account_name=account.name,
+        account_id=account.id,
+        balance=account.balance,
+        currency=account.currency,
+        reload_amount=reload_amount,
+        declines=declines,
+        reason=reason,
+        occurred_at=now,
+        display_currency=account.display_currency,
+        usd_rate=_usd_rate(account),
+        top_up_url=get_settings().top_up_url,
+    )
+    return _queue(
+        uow,
+        account,
+        kind="auto_reload.disabled",
+        dedupe_key=f"auto_reload_disabled:{charge_id}",
+        rendered=rendered,
+        now=now,
+    )

@@ -1,0 +1,293 @@
+"""Settlement: when the platform's money at a PSP becomes available (seed 004).
+
+The customer's balance is credited when a charge succeeds; what this module moves is
+only the platform's receivable at the PSP, from `psp_pending:PSP` to `psp_available:PSP`.
+
+- `schedule()` runs once, when a charge succeeds, in that transaction: it computes
+  `available_on` from the merchant account's country x method timing (data, not code:
+  worker/data/settlement_timing.toml + SETTLEMENT_TIMING_FILE) and stores it with the
+  instant it begins (`settles_at`, the start of that date in the merchant's timezone).
+  Money that is available at once (a bank transfer, received) is settled on the spot.
+- `roll_forward()` moves every settlement whose instant has come, one ledger transfer
+  each, in batches (FOR UPDATE SKIP LOCKED: two runs at once share the work, neither
+  repeats it; the transfer is also unique per charge in the ledger). After downtime one
+  run catches up everything due.
+- `report()` shows pending and available per merchant account (PSP x currency), the
+  reserve (minimum balance) that is not available for payout, and the next dates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime, time
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from config import get_settings
+from worker.clock import isoformat
+from worker.db.models import Account, Charge
+from worker.db.session import UnitOfWork
+from worker.money import format_amount
+from worker.services import events, ledger
+from worker.services import settlement_timing as timing
+
+log = logging.getLogger(__name__)
+
+PENDING = "psp_pending"  # the counter-account a successful charge credits the customer against
+AVAILABLE = "psp_available"
+KIND = "settlement"
+NEXT_DATES = 5
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _table(extra: str | None) -> timing.TimingTable:
+    return timing.load_timing(extra)
+
+
+def timing_table() -> timing.TimingTable:
+    path = get_settings().settlement_timing_file
+    return _table(str(path) if path is not None else None)
+
+
+@lru_cache(maxsize=4)
+def _merchants(raw: str) -> dict[tuple[str, str], timing.MerchantAccount]:
+    return {(m.psp, m.currency): m for m in timing.parse_merchant_accounts(raw or "[]")}
+
+
+def merchant_for(psp: str, currency: str) -> timing.MerchantAccount:
+    """The configured merchant account for (psp, currency), else the default one."""
+    settings = get_settings()
+    found = _merchants(settings.psp_merchant_accounts_json).get((psp, currency))
+    if found is not None:
+        return found
+    return timing.MerchantAccount(
+        psp=psp,
+        currency=currency,
+        country=settings.psp_merchant_country.strip().upper(),
+        timezone=settings.psp_merchant_timezone,
+    )
+
+
+def merchant_accounts() -> list[timing.MerchantAccount]:
+    return list(_merchants(get_settings().psp_merchant_accounts_json).values())
+
+
+def method_of(charge: Charge) -> str:
+    """Timing method: cards and PayPal use the country row; a bank transfer is available
+    when received."""
+    return "bank_transfer" if charge.psp == "bank_transfer" else "card"
+
+
+# --- when a charge succeeds ------------------------------------------------------------------
+
+
+def schedule(uow: UnitOfWork, charge: Charge, account: Account, now: datetime) -> None:
+    """Compute and store when the charge's money becomes available (once)."""
+    if charge.settlement_status is not None:
+        return
+    merchant = merchant_for(charge.psp, charge.currency)
+    charge.settlement_status = "pending"
+    try:
+        planned = timing.available_on(
+            timing_table(),
+            merchant,
+            method=method_of(charge),
+            customer_country=account.country,
+            succeeded_at=now,
+        )
+    except (timing.SettlementConfigError, ValueError) as exc:
+        # Never let settlement configuration stop a customer's credit: the charge stays
+        # pending with no date (the report counts it) and an operator is told.
+        log.error("charge %s: settlement date not computed: %s", charge.id, exc)
+        events.record(
+            uow,
+            "settlement.unscheduled",
+            charge.account_id,
+            {"charge_id": charge.id, "psp": charge.psp, "reason": str(exc)[:300]},
+            now,
+        )
+        return
+    zone = ZoneInfo(merchant.timezone)
+    starts = datetime.combine(planned.available_on, time(0), tzinfo=zone).astimezone(UTC)
+    charge.available_on = planned.available_on
+    charge.settlement_rule = planned.rule[:120]
+    charge.settles_at = starts
+    if starts <= now:  # available on receipt (bank transfer): no need to wait for a run
+        charge.settles_at = now
+        settle(uow, charge, now)
+
+
+def settle(uow: UnitOfWork, charge: Charge, as_of: datetime) -> bool:
+    """Move one charge's money from pending to available; the caller holds its row lock."""
+    if charge.settlement_status != "pending":
+        return False
+    ledger.transfer_system(
+        uow,
+        kind=KIND,
+        reference=charge.id,
+        amount=charge.amount,
+        currency=charge.currency,
+        from_account=f"{PENDING}:{charge.psp}",
+        to_account=f"{AVAILABLE}:{charge.psp}",
+        description=f"settlement of {charge.id} ({charge.settlement_rule or 'no rule'})",
+        now=as_of,
+    )
+    charge.settlement_status = "available"
+    charge.settled_at = as_of
+    events.record(
+        uow,
+        "funds.available",
+        None,
+        {
+            "charge_id": charge.id,
+            "account_id": charge.account_id,
+            "psp": charge.psp,
+            "amount": format_amount(charge.amount, charge.currency),
+            "currency": charge.currency,
+            "available_on": charge.available_on.isoformat() if charge.available_on else None,
+            "rule": charge.settlement_rule,
+        },
+        as_of,
+    )
+    return True
+
+
+# --- the roll-forward -----------------------------------------------------------------------
+
+
+def due_query(as_of: datetime, limit: int) -> Any:
+    """Pending settlements whose instant has come (the partial index ix_charges_settlement_due)."""
+    return (
+        select(Charge)
+        .where(Charge.settlement_status == "pending", Charge.settles_at <= as_of)
+        .order_by(Charge.settles_at, Charge.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+
+
+def roll_forward(uow: UnitOfWork, as_of: datetime) -> dict[str, Any]:
+    """Settle everything due by `as_of`, one committed batch at a time."""
+    batch = get_settings().settlement_batch_size
+    settled = 0
+    totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    while True:
+        due = list(uow.session.scalars(due_query(as_of, batch)))
+        if not due:
+            break
+        for charge in due:
+            if settle(uow, charge, as_of):
+                settled += 1
+                totals[(charge.psp, charge.currency)] += charge.amount
+        uow.commit()  # release this batch's locks; its events relay after commit
+    if settled:
+        log.info("settlement as of %s: %d settlements available", isoformat(as_of), settled)
+    return {
+        "as_of": isoformat(as_of),
+        "settled": settled,
+        "amounts": [
+            {"psp": psp, "currency": cur, "amount": format_amount(amount, cur)}
+            for (psp, cur), amount in sorted(totals.items())
+        ],
+    }
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def report(session: Session, as_of: datetime) -> dict[str, Any]:
+    """Pending and available per merchant account as of `as_of`, with the reserve and the
+    next dates. Computed from the settlement records; `ledger` shows what the roll-forward
+    has booked so far (`overdue` counts settlements due but not yet rolled forward)."""
+    is_available = Charge.settles_at <= as_of
+    rows = session.execute(
+        select(
+            Charge.psp,
+            Charge.currency,
+            func.coalesce(func.sum(case((is_available, Charge.amount), else_=0)), 0),
+            func.coalesce(
+                func.sum(
+                    case(
+                        (Charge.settles_at > as_of, Charge.amount),
+                        (Charge.settles_at.is_(None), Charge.amount),
+                        else_=0,
+                    )
+                ),
+                0,
+            ),
+            func.count().filter(Charge.settlement_status == "pending", is_available),
+            func.count().filter(Charge.settles_at.is_(None)),
+        )
+        .where(Charge.settlement_status.is_not(None), Charge.completed_at <= as_of)
+        .group_by(Charge.psp, Charge.currency)
+    ).all()
+    upcoming: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for psp, cur, day, amount, count in session.execute(
+        select(
+            Charge.psp, Charge.currency, Charge.available_on, func.sum(Charge.amount), func.count()
+        )
+        .where(
+            Charge.settlement_status.is_not(None),
+            Charge.completed_at <= as_of,
+            Charge.settles_at > as_of,
+        )
+        .group_by(Charge.psp, Charge.currency, Charge.available_on)
+        .order_by(Charge.available_on)
+    ):
+        if len(upcoming[(psp, cur)]) < NEXT_DATES:
+            upcoming[(psp, cur)].append(
+                {
+                    "date": day.isoformat() if day is not None else None,
+                    "amount": format_amount(amount, cur),
+                    "charges": count,
+                }
+            )
+    booked = ledger.system_balances(session, "psp_")
+    figures = {
+        (psp, cur): (Decimal(avail), Decimal(pend), int(overdue), int(unscheduled))
+        for psp, cur, avail, pend, overdue, unscheduled in rows
+    }
+    keys = sorted(set(figures) | {(m.psp, m.currency) for m in merchant_accounts()})
+    accounts_out = []
+    for psp, cur in keys:
+        available, pending, overdue, unscheduled = figures.get(
+            (psp, cur), (Decimal(0), Decimal(0), 0, 0)
+        )
+        merchant = merchant_for(psp, cur)
+        reserve = merchant.minimum_balance
+        reserved = min(available, reserve)
+        accounts_out.append(
+            {
+                "psp": psp,
+                "currency": cur,
+                "country": merchant.country,
+                "timezone": merchant.timezone,
+                "pending": format_amount(pending, cur),
+                "available": format_amount(available, cur),
+                "minimum_balance": format_amount(reserve, cur),
+                "reserved": format_amount(reserved, cur),
+                "payable": format_amount(available - reserved, cur),
+                "overdue": overdue,
+                "unscheduled": unscheduled,
+                "next": upcoming.get((psp, cur), []),
+                "ledger": {
+                    "pending": format_amount(
+                        -booked.get((f"{PENDING}:{psp}:{cur}", cur), Decimal(0)), cur
+                    ),
+                    "available": format_amount(
+                        -booked.get((f"{AVAILABLE}:{psp}:{cur}", cur), Decimal(0)), cur
+                    ),
+                },
+            }
+        )
+    return {"as_of": isoformat(as_of), "merchant_accounts": accounts_out}
