@@ -149,7 +149,7 @@ class Settings(BaseSettings):
     payment_sync_interval_seconds: int = Field(default=60, alias="PAYMENT_SYNC_INTERVAL", ge=1)
     payment_sync_attention_after: int = Field(default=8, alias="PAYMENT_SYNC_ATTENTION_AFTER", ge=1)
     alert_scan_interval_seconds: int = Field(default=3600, alias="ALERT_SCAN_INTERVAL", ge=60)
-    alert_batch_size: int = Field(default=500, alias="ALERT_BATCH_SIZE", ge=1, le=10_000)
+    alert_batch_size: int = Field(default=100, alias="ALERT_BATCH_SIZE", ge=1, le=10_000)
     top_up_url: str | None = Field(default=None, alias="TOP_UP_URL")
     # Display only: USD per unit of an account currency, e.g. "EUR=1.0862,GBP=1.2710".
     usd_display_rates_list: str = Field(default="", alias="USD_DISPLAY_RATES")

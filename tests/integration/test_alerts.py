@@ -226,6 +226,45 @@ def test_fires_once_per_crossing_and_rearms_on_the_credit_that_lifts_it() -> Non
     assert len(_events("balance.low", account_id)) == 2
 
 
+def test_changing_only_the_addresses_does_not_repeat_the_alert() -> None:
+    account_id = _account("5")
+    _set(account_id, "10")
+    assert _scan(T0)["alerted"] == 1
+    _set(account_id, "10", emails=["new@example.com"])  # same threshold, new address
+    assert _get(account_id).alert_state == "sent"
+    assert _scan(T0 + HOUR)["alerted"] == 0
+    _set(account_id, "8")  # a new threshold is a new question: 5 < 8 fires again
+    assert _scan(T0 + 2 * HOUR)["alerted"] == 1
+    assert [m.recipients for m in _mails("balance.low", account_id)] == [
+        ["ops@example.com"],
+        ["new@example.com"],
+    ]
+
+
+def test_a_template_failure_never_rolls_back_the_debit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.services import mail_templates
+
+    def broken(**_: Any) -> Any:
+        raise RuntimeError("template bug")
+
+    monkeypatch.setattr(mail_templates, "render_depleted", broken)
+    account_id = _account("2")
+    _debit(account_id, "2", "last")
+    assert _get(account_id).status == "suspended"
+    [notice] = _mails("account.depleted", account_id)
+    assert "account.depleted" in notice.subject
+    assert "0.00 EUR" in notice.text_body
+
+
+def test_a_replay_in_the_future_does_not_hold_back_its_mail() -> None:
+    account_id = _account("5")
+    _set(account_id, "10")
+    future = datetime.now(UTC) + timedelta(days=30)
+    assert _scan(future)["alerted"] == 1
+    [notice] = _mails("balance.low", account_id)
+    assert notice.next_attempt_at <= datetime.now(UTC)
+
+
 def test_a_credit_that_stays_below_the_threshold_does_not_rearm() -> None:
     account_id = _account("5")
     _set(account_id, "10")

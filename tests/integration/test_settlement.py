@@ -224,6 +224,15 @@ def test_a_settlement_date_that_cannot_be_computed_never_blocks_the_credit(
     assert figures["unscheduled"] == 1
     assert figures["pending"] == "5.00"
 
+    # Once the cause is fixed, the next roll-forward dates it from when it succeeded
+    # (Tue 2026-12-01 + 2 business days) and settles it when due.
+    with unit_of_work() as uow:
+        accounts.get(uow.session, account_id).country = "US"
+    rolled = _roll(datetime(2026, 12, 2, tzinfo=UTC))
+    assert (rolled["rescheduled"], rolled["settled"]) == (1, 0)
+    assert _row(result["charge_id"]).available_on == date(2026, 12, 3)
+    assert _roll(datetime(2026, 12, 3, 12, tzinfo=UTC))["settled"] == 1
+
 
 # --- the roll-forward ------------------------------------------------------------------------
 

@@ -45,8 +45,8 @@ def configure(
 ) -> dict[str, Any]:
     """Turn alerts on; `emails` (when given) replace the invoice-and-alert addresses.
 
-    Everything is checked before anything is written. A new threshold re-arms the alert,
-    so a balance already below it is reported by the next scan.
+    Everything is checked before anything is written. Turning alerts on or changing the
+    threshold re-arms the alert, so a balance already below it is reported by the next scan.
     """
     account = ledger.lock_account(uow.session, account_id)
     limit = parse_amount(threshold, "threshold")
@@ -55,9 +55,12 @@ def configure(
         raise ValidationError(
             "email", "the account has no invoice-and-alert address; give at least one --email"
         )
+    if not account.alerts_enabled or account.alert_threshold != limit:
+        # A new threshold is a new question; changing only the addresses must not
+        # repeat the mail for a crossing already reported.
+        account.alert_state = "armed"
     account.alerts_enabled = True
     account.alert_threshold = limit
-    account.alert_state = "armed"
     account.emails = addresses
     account.updated_at = now
     events.record(
@@ -136,13 +139,13 @@ def _rearm_recovered(uow: UnitOfWork) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def undelivered(uow: UnitOfWork) -> int:
-    """Low-balance mails still waiting for the mail server (ix_mail_due)."""
+def undelivered(uow: UnitOfWork, before: datetime) -> int:
+    """Low-balance mails of earlier scans still waiting for the mail server (ix_mail_due)."""
     return int(
         uow.session.scalar(
             select(func.count())
             .select_from(Mail)
-            .where(Mail.status == "pending", Mail.kind == KIND)
+            .where(Mail.status == "pending", Mail.kind == KIND, Mail.created_at < before)
         )
         or 0
     )
@@ -166,9 +169,9 @@ def scan(uow: UnitOfWork, as_of: datetime) -> dict[str, Any]:
         uow.commit()  # release this batch's row locks; its mails go out after commit
     rearmed = _rearm_recovered(uow)
     uow.commit()
-    waiting = undelivered(uow)
+    waiting = undelivered(uow, as_of)
     if waiting:
-        log.warning("%d low-balance mails are not delivered yet (mail server down?)", waiting)
+        log.warning("%d low-balance mails of earlier scans are not delivered yet", waiting)
     return {
         "as_of": isoformat(as_of),
         "checked": alerted + rearmed,

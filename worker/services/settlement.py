@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -90,24 +90,34 @@ def method_of(charge: Charge) -> str:
 # --- when a charge succeeds ------------------------------------------------------------------
 
 
+def _plan(charge: Charge, country: str, succeeded_at: datetime) -> tuple[date, str, datetime]:
+    """(available_on, rule, the instant it begins) for a charge that succeeded then."""
+    merchant = merchant_for(charge.psp, charge.currency)
+    planned = timing.available_on(
+        timing_table(),
+        merchant,
+        method=method_of(charge),
+        customer_country=country,
+        succeeded_at=succeeded_at,
+    )
+    zone = ZoneInfo(merchant.timezone)
+    starts = datetime.combine(planned.available_on, time(0), tzinfo=zone).astimezone(UTC)
+    return planned.available_on, planned.rule[:120], starts
+
+
 def schedule(uow: UnitOfWork, charge: Charge, account: Account, now: datetime) -> None:
     """Compute and store when the charge's money becomes available (once)."""
     if charge.settlement_status is not None:
         return
-    merchant = merchant_for(charge.psp, charge.currency)
     charge.settlement_status = "pending"
     try:
-        planned = timing.available_on(
-            timing_table(),
-            merchant,
-            method=method_of(charge),
-            customer_country=account.country,
-            succeeded_at=now,
+        charge.available_on, charge.settlement_rule, charge.settles_at = _plan(
+            charge, account.country, now
         )
-    except (timing.SettlementConfigError, ValueError) as exc:
-        # Never let settlement configuration stop a customer's credit: the charge stays
-        # pending with no date (the report counts it) and an operator is told.
-        log.error("charge %s: settlement date not computed: %s", charge.id, exc)
+    except Exception as exc:
+        # Never let settlement stop a customer's credit: the charge stays pending with no
+        # date (the report counts it; each roll-forward tries again) and an operator is told.
+        log.exception("charge %s: settlement date not computed", charge.id)
         events.record(
             uow,
             "settlement.unscheduled",
@@ -116,21 +126,41 @@ def schedule(uow: UnitOfWork, charge: Charge, account: Account, now: datetime) -
             now,
         )
         return
-    zone = ZoneInfo(merchant.timezone)
-    starts = datetime.combine(planned.available_on, time(0), tzinfo=zone).astimezone(UTC)
-    charge.available_on = planned.available_on
-    charge.settlement_rule = planned.rule[:120]
-    charge.settles_at = starts
-    if starts <= now:  # available on receipt (bank transfer): no need to wait for a run
+    if charge.settles_at is not None and charge.settles_at <= now:
+        # Available on receipt (bank transfer): no need to wait for a run.
         charge.settles_at = now
         settle(uow, charge, now)
+
+
+def reschedule_unscheduled(uow: UnitOfWork, limit: int) -> int:
+    """Give a date to pending settlements that have none (configuration fixed since, or
+    charges from before settlement existed), counting from when each charge succeeded."""
+    rows = uow.session.execute(
+        select(Charge, Account.country)
+        .join(Account, Account.id == Charge.account_id)
+        .where(Charge.settlement_status == "pending", Charge.settles_at.is_(None))
+        .order_by(Charge.id)
+        .limit(limit)
+        .with_for_update(of=Charge, skip_locked=True)
+    ).all()
+    done = 0
+    for charge, country in rows:
+        try:
+            charge.available_on, charge.settlement_rule, charge.settles_at = _plan(
+                charge, country, charge.completed_at or charge.updated_at
+            )
+        except Exception as exc:
+            log.warning("charge %s: settlement date still not computable: %s", charge.id, exc)
+            continue
+        done += 1
+    return done
 
 
 def settle(uow: UnitOfWork, charge: Charge, as_of: datetime) -> bool:
     """Move one charge's money from pending to available; the caller holds its row lock."""
     if charge.settlement_status != "pending":
         return False
-    ledger.transfer_system(
+    posted = ledger.transfer_system(
         uow,
         kind=KIND,
         reference=charge.id,
@@ -143,6 +173,9 @@ def settle(uow: UnitOfWork, charge: Charge, as_of: datetime) -> bool:
     )
     charge.settlement_status = "available"
     charge.settled_at = as_of
+    if posted is None:  # the ledger already has it: only the status was behind
+        log.error("charge %s: settlement was already posted; status repaired", charge.id)
+        return False
     events.record(
         uow,
         "funds.available",
@@ -179,6 +212,8 @@ def due_query(as_of: datetime, limit: int) -> Any:
 def roll_forward(uow: UnitOfWork, as_of: datetime) -> dict[str, Any]:
     """Settle everything due by `as_of`, one committed batch at a time."""
     batch = get_settings().settlement_batch_size
+    rescheduled = reschedule_unscheduled(uow, batch)
+    uow.commit()
     settled = 0
     totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     while True:
@@ -195,6 +230,7 @@ def roll_forward(uow: UnitOfWork, as_of: datetime) -> dict[str, Any]:
     return {
         "as_of": isoformat(as_of),
         "settled": settled,
+        "rescheduled": rescheduled,
         "amounts": [
             {"psp": psp, "currency": cur, "amount": format_amount(amount, cur)}
             for (psp, cur), amount in sorted(totals.items())
