@@ -5,7 +5,6 @@ Time is passed in (`as_of` / `now`): "an hour later" is a scan with `as_of + 1h`
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,6 +15,7 @@ import pytest
 from sqlalchemy import func, select, text, update
 
 from config import Settings, get_settings, reset_settings
+from tests.concurrency import at_once
 from tests.smtp_server import HOST, Recorder, free_port, running
 from worker.db.models import Account, Event, Mail
 from worker.db.session import unit_of_work
@@ -308,23 +308,7 @@ def test_two_concurrent_scans_send_one_email_per_account() -> None:
     ids = [_account("5", name=f"Race {i}") for i in range(40)]
     for account_id in ids:
         _set(account_id, "10")
-    barrier = threading.Barrier(2)
-    results: list[dict[str, Any]] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            barrier.wait(timeout=10)
-            results.append(_scan(T0))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
+    results = at_once(lambda: _scan(T0), 2)
     assert sum(r["alerted"] for r in results) == 40
     assert len(_mails("balance.low")) == 40
     assert {m.account_id for m in _mails("balance.low")} == set(ids)

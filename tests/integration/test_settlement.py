@@ -7,7 +7,6 @@ Time is passed in (`now_fn`, `as_of`); nothing sleeps.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -18,6 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from config import SettingsError, get_settings, reset_settings
+from tests.concurrency import at_once
 from worker.db.models import Charge, Event, LedgerTransaction
 from worker.db.session import unit_of_work
 from worker.psp.base import ChargeResult, Outcome
@@ -280,23 +280,7 @@ def test_two_roll_forwards_at_once_settle_each_charge_once(merchants: Callable[.
     for i in range(30):
         account_id, _ = _account(tag=str(i))
         ids.append(_charge(account_id, "3.00", datetime(2026, 12, 1, 15, tzinfo=UTC))["charge_id"])
-    barrier = threading.Barrier(2)
-    results: list[dict[str, Any]] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            barrier.wait(timeout=10)
-            results.append(_roll(datetime(2026, 12, 10, tzinfo=UTC)))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
+    results = at_once(lambda: _roll(datetime(2026, 12, 10, tzinfo=UTC)), 2)
     assert sum(r["settled"] for r in results) == 30
     txns = _settlement_txns()
     assert sorted(t.reference for t in txns) == sorted(ids)

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from config import get_settings
 from worker import clock
@@ -55,6 +56,20 @@ def _render(
         return mail_templates.RenderedMail(subject=f"{kind}: {account.name}", text=text, html="")
 
 
+def _about(account: Account) -> dict[str, Any]:
+    """What every notice shows: who, the balance, and in which language and currency."""
+    return {
+        "locale": account.locale,
+        "account_name": account.name,
+        "account_id": account.id,
+        "balance": account.balance,
+        "currency": account.currency,
+        "display_currency": account.display_currency,
+        "usd_rate": _usd_rate(account),
+        "top_up_url": get_settings().top_up_url,
+    }
+
+
 def _outbox_time(moment: datetime) -> datetime:
     """A replayed job (`as_of` in the future) must not delay its mail until then."""
     return min(moment, clock.now())
@@ -90,16 +105,9 @@ def low_balance(
         account,
         "balance.low",
         lambda: mail_templates.render_low_balance(
-            locale=account.locale,
-            account_name=account.name,
-            account_id=account.id,
-            balance=account.balance,
+            **_about(account),
             threshold=threshold,
-            currency=account.currency,
             checked_at=checked_at,
-            display_currency=account.display_currency,
-            usd_rate=_usd_rate(account),
-            top_up_url=get_settings().top_up_url,
             auto_reload_enabled=account.auto_reload_enabled,
         ),
     )
@@ -121,16 +129,9 @@ def depleted(
         account,
         "account.depleted",
         lambda: mail_templates.render_depleted(
-            locale=account.locale,
-            account_name=account.name,
-            account_id=account.id,
-            balance=account.balance,
-            currency=account.currency,
+            **_about(account),
             floor=floor,
             occurred_at=now,
-            display_currency=account.display_currency,
-            usd_rate=_usd_rate(account),
-            top_up_url=get_settings().top_up_url,
         ),
     )
     return _queue(
@@ -157,18 +158,11 @@ def auto_reload_disabled(
         account,
         "auto_reload.disabled",
         lambda: mail_templates.render_auto_reload_disabled(
-            locale=account.locale,
-            account_name=account.name,
-            account_id=account.id,
-            balance=account.balance,
-            currency=account.currency,
+            **_about(account),
             reload_amount=reload_amount,
             declines=declines,
             reason=reason,
             occurred_at=now,
-            display_currency=account.display_currency,
-            usd_rate=_usd_rate(account),
-            top_up_url=get_settings().top_up_url,
         ),
     )
     return _queue(
