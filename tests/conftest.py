@@ -60,6 +60,9 @@ def clean_db() -> Iterator[None]:
     tables = [t for t in inspect(engine).get_table_names() if t != "alembic_version"]
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    from worker.services import ledger
+
+    ledger.clear_caches()  # ids restart: cached system ledger-account ids are stale
     yield
 
 

@@ -85,6 +85,35 @@ def test_every_transaction_has_two_postings_summing_to_zero() -> None:
         assert currencies == 1 and currency == txn_currency, txn_id
 
 
+def test_a_stale_cached_counter_account_id_is_never_posted_to() -> None:
+    """The counter-account id is cached per process; a database emptied and refilled (its
+    ids restarted) must not send a leg to whatever row now has the old id."""
+    ids = populate()
+    with unit_of_work() as uow:
+        session = uow.session
+        usage_id = ledger.system_account_id(session, ledger.USAGE_REVENUE, "EUR", now())
+        other = ledger.customer_ledger_id(session, ids[1])
+        key = (str(session.get_bind().engine.url), f"{ledger.USAGE_REVENUE}:EUR")
+    ledger._system_ids[key] = other  # stale: that id now belongs to another account
+    with unit_of_work() as uow:
+        usage.debit(uow, account_id=ids[0], amount="0.25", reference="stale", now=now())
+    assert ledger._system_ids[key] == usage_id  # looked up again
+    with unit_of_work() as uow:
+        legs = uow.session.execute(
+            text(
+                "SELECT p.ledger_account_id, p.amount FROM postings p "
+                "JOIN ledger_transactions t ON t.id = p.transaction_id "
+                "WHERE t.reference = 'stale' ORDER BY p.id"
+            )
+        ).all()
+        customer = ledger.customer_ledger_id(uow.session, ids[0])
+    assert [(lid, amount) for lid, amount in legs] == [
+        (customer, Decimal("-0.25")),
+        (usage_id, Decimal("0.25")),
+    ]
+    assert audit()["ok"]
+
+
 def test_cached_balance_equals_sum_of_postings() -> None:
     ids = populate()
     with unit_of_work() as uow:

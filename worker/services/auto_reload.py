@@ -225,7 +225,21 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
     if account.auto_reload_capped_until and account.auto_reload_capped_until > now:
         return _skip(account, "capped")
 
-    open_charge = _open_charge(session, account.id)
+    # One read of this account's reloads: the open one (if any), and what the caps count.
+    settings = get_settings()
+    counted = Charge.status.in_(COUNTED)
+    open_count, today, month, earlier = session.execute(
+        select(
+            func.count().filter(Charge.status.in_(OPEN)),
+            func.count().filter(counted, Charge.created_at >= _day_start(now)),
+            func.coalesce(
+                func.sum(Charge.amount).filter(counted, Charge.created_at >= _month_start(now)),
+                Decimal(0),
+            ),
+            func.count(),
+        ).where(Charge.account_id == account.id, Charge.purpose == PURPOSE)
+    ).one()
+    open_charge = _open_charge(session, account.id) if open_count else None
     if (
         open_charge is not None
         and open_charge.status == "not_attempted"
@@ -268,18 +282,19 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
             )
             return _skip(account, "payment_method_missing")
         total = reload_amount(account.balance, threshold, amount)
-        settings = get_settings()
-        counted = Charge.status.in_(COUNTED)
-        today, month, earlier = session.execute(
-            select(
-                func.count().filter(counted, Charge.created_at >= _day_start(now)),
-                func.coalesce(
-                    func.sum(Charge.amount).filter(counted, Charge.created_at >= _month_start(now)),
-                    Decimal(0),
-                ),
-                func.count(),
-            ).where(Charge.account_id == account.id, Charge.purpose == PURPOSE)
-        ).one()
+        if open_count:  # the open charge was just closed as superseded: count it as before
+            today, month, earlier = session.execute(
+                select(
+                    func.count().filter(counted, Charge.created_at >= _day_start(now)),
+                    func.coalesce(
+                        func.sum(Charge.amount).filter(
+                            counted, Charge.created_at >= _month_start(now)
+                        ),
+                        Decimal(0),
+                    ),
+                    func.count(),
+                ).where(Charge.account_id == account.id, Charge.purpose == PURPOSE)
+            ).one()
         if today >= settings.auto_reload_max_per_day:
             return _capped(
                 uow,
@@ -307,6 +322,7 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
             payment_method_id=method.id,
             purpose=PURPOSE,
             now=now,
+            method=method,  # a new key under the account lock: insert it straight away
         )
     request = charges.request_for(session, charge) if must_call else None
     uow.commit()  # the charge row exists before the PSP is called; no connection is held
@@ -329,7 +345,7 @@ def after_outcome(uow: UnitOfWork, charge: Charge, account: Account | None, now:
         account.auto_reload_backoff_until = None  # any success ends the back-off
         account.auto_reload_declines = 0
         if charge.purpose == PURPOSE:
-            _burst_check(uow, account, now)
+            _burst_check(uow, account, charge, now)
         return
     if charge.purpose != PURPOSE:
         return
@@ -360,8 +376,23 @@ def after_outcome(uow: UnitOfWork, charge: Charge, account: Account | None, now:
             charge.next_attempt_at = now + timedelta(seconds=delay)
 
 
-def _burst_check(uow: UnitOfWork, account: Account, now: datetime) -> None:
+def _sequence(charge: Charge) -> int | None:
+    """n of an auto-reload key `auto_reload:ACCOUNT:n` (the n-th reload of the account)."""
+    prefix = f"{PURPOSE}:{charge.account_id}:"
+    key = charge.idempotency_key
+    if key.startswith(prefix) and key[len(prefix) :].isdigit():
+        return int(key[len(prefix) :])
+    return None
+
+
+def _burst_check(uow: UnitOfWork, account: Account, charge: Charge, now: datetime) -> None:
     settings = get_settings()
+    # The n-th reload of an account is made only when no earlier one is open, and no later
+    # one can start while this one is open: at most n reloads have succeeded, so with
+    # n below the burst count there is nothing to count.
+    sequence = _sequence(charge)
+    if sequence is not None and sequence < settings.auto_reload_burst_count:
+        return
     since = now - timedelta(seconds=settings.auto_reload_burst_window_seconds)
     recent = (
         uow.session.scalar(

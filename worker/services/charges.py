@@ -156,16 +156,16 @@ def chargeable_amount(value: object, currency: str, field: str = "amount") -> De
     return amount
 
 
-def _insert_if_absent(session: Session, values: dict[str, Any]) -> bool:
+def _insert_if_absent(session: Session, values: dict[str, Any]) -> Charge | None:
+    """The new charge (RETURNING the row: no second read), or None when the key exists."""
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    result = session.execute(
+    return session.scalars(
         insert(Charge)
         .values(values)
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(Charge.id)
-    )
-    return result.scalar_one_or_none() is not None
+        .returning(Charge)
+    ).one_or_none()
 
 
 def _by_key(session: Session, key: str) -> Charge | None:
@@ -181,11 +181,16 @@ def begin(
     payment_method_id: object = None,
     purpose: str = "top_up",
     now: datetime,
+    method: PaymentMethod | None = None,
 ) -> tuple[Charge, bool]:
     """The charge row for this key, and whether this caller must call the PSP.
 
     Re-using a key with another account or amount is refused; a key whose charge was
     `not_attempted` is re-armed (safe: the PSP never processed it).
+
+    `method`: a caller that has just made a key it knows to be new (auto-reload, under the
+    account lock) passes the active payment method it checked; the row is then inserted
+    straight away (one statement), and only a conflict falls back to reading the key.
     """
     session = uow.session
     key = validation.reference(idempotency_key, "idempotency_key")
@@ -204,6 +209,13 @@ def begin(
                 f" {existing.currency} on account {existing.account_id}",
             )
 
+    if method is not None:
+        if method.account_id != account.id or method.removed_at is not None:
+            raise NotFound("payment_method_id", f"no payment method {method.id!r} on this account")
+        get_adapter(method.psp, "payment_method_id")  # still enabled?
+        created = _insert_if_absent(session, _new_row(account, method, purpose, value, key, now))
+        if created is not None:
+            return created, True
     existing = _by_key(session, key)
     if existing is None:
         if payment_method_id is None:
@@ -217,33 +229,14 @@ def begin(
                 session, account.id, payment_method_id, "payment_method_id"
             )
         get_adapter(method.psp, "payment_method_id")  # still enabled?
-        lease = _lease_from_now()
-        inserted = _insert_if_absent(
-            session,
-            {
-                "id": new_id("ch"),
-                "account_id": account.id,
-                "payment_method_id": method.id,
-                "psp": method.psp,
-                "purpose": purpose,
-                "amount": value,
-                "currency": account.currency,
-                "amount_minor": to_minor_units(value, account.currency),
-                "idempotency_key": key,
-                "status": "processing",
-                "attempts": 1,
-                "sync_attempts": 0,
-                "lease_until": lease,
-                "next_attempt_at": lease,
-                "needs_attention": False,
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
-        existing = _by_key(session, key)
+        created = _insert_if_absent(session, _new_row(account, method, purpose, value, key, now))
+        if created is not None:
+            conflict_check(created)
+            return created, True
+        existing = _by_key(session, key)  # a concurrent caller inserted it first
         assert existing is not None
         conflict_check(existing)
-        return existing, inserted
+        return existing, False
     conflict_check(existing)
     if existing.status == "not_attempted":
         locked = lock(session, existing.id)
@@ -254,6 +247,31 @@ def begin(
             locked.next_attempt_at = locked.lease_until
             return locked, True
     return existing, False
+
+
+def _new_row(
+    account: Any, method: PaymentMethod, purpose: str, value: Decimal, key: str, now: datetime
+) -> dict[str, Any]:
+    lease = _lease_from_now()
+    return {
+        "id": new_id("ch"),
+        "account_id": account.id,
+        "payment_method_id": method.id,
+        "psp": method.psp,
+        "purpose": purpose,
+        "amount": value,
+        "currency": account.currency,
+        "amount_minor": to_minor_units(value, account.currency),
+        "idempotency_key": key,
+        "status": "processing",
+        "attempts": 1,
+        "sync_attempts": 0,
+        "lease_until": lease,
+        "next_attempt_at": lease,
+        "needs_attention": False,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _lease_from_now() -> datetime:
@@ -295,17 +313,20 @@ def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) 
     if target != charge.status and target not in _ALLOWED.get(charge.status, frozenset()):
         log.info("charge %s: late %s answer ignored (already %s)", charge.id, target, charge.status)
         return charge
-    charge.psp_reference = result.psp_reference or charge.psp_reference
+    # Set below, after the account lock and the ledger flush: one UPDATE of the charge.
+    psp_reference = result.psp_reference or charge.psp_reference
     data = {
         "charge_id": charge.id,
         "amount": format_amount(charge.amount, charge.currency),
         "currency": charge.currency,
         "psp": charge.psp,
         "purpose": charge.purpose,
-        "psp_reference": charge.psp_reference,
+        "psp_reference": psp_reference,
     }
     account = None
-    if result.outcome is Outcome.SUCCEEDED:
+    if result.outcome is not Outcome.SUCCEEDED:
+        charge.psp_reference = psp_reference
+    else:
         account = ledger.lock_account(uow.session, charge.account_id)
         txn = ledger.post(
             uow,
@@ -317,6 +338,7 @@ def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) 
             description=f"{charge.purpose} via {charge.psp}",
             now=now,
         )
+        charge.psp_reference = psp_reference
         move(charge, "succeeded", now)
         charge.transaction_id = txn.id
         settlement.schedule(uow, charge, account, now)
@@ -332,7 +354,7 @@ def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) 
             },
             now,
         )
-    elif result.outcome is Outcome.DECLINED:
+    if result.outcome is Outcome.DECLINED:
         move(charge, "declined", now)
         charge.decline_code, charge.decline_text = result.code, result.text
         events.record(
@@ -354,7 +376,7 @@ def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) 
         move(charge, "not_attempted", now)
         charge.decline_code, charge.decline_text = result.code, result.text
         charge.lease_until = charge.next_attempt_at = None
-    else:  # UNKNOWN: only a look-up may resolve it
+    elif result.outcome is Outcome.UNKNOWN:  # only a look-up may resolve it
         move(charge, "unknown", now)
         charge.decline_code, charge.decline_text = result.code, result.text
         charge.next_attempt_at = now + SYNC_SCHEDULE[0]

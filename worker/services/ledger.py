@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import Table, and_, case, func, insert, literal, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -32,11 +32,28 @@ def customer_code(account_id: str) -> str:
     return f"customer:{account_id}"
 
 
+# System ledger-account ids per database (URL) and code. A row never changes once made, but
+# a test database can be emptied (TRUNCATE ... RESTART IDENTITY): `post` checks the cached id
+# against the code in the statement that uses it and looks it up again when it is stale, and
+# `clear_caches()` empties the cache.
+_system_ids: dict[tuple[str, str], int] = {}
+_POSTINGS = cast(Table, Posting.__table__)
+
+
+def clear_caches() -> None:
+    _system_ids.clear()
+
+
+def _db_key(session: Session) -> str:
+    return str(session.get_bind().engine.url)
+
+
 def system_account_id(session: Session, name: str, currency: str, now: datetime) -> int:
     """Id of a system ledger account, created on first use (race-safe upsert)."""
     code = f"{name}:{currency}"
     found = session.scalar(select(LedgerAccount.id).where(LedgerAccount.code == code))
     if found is not None:
+        _system_ids[(_db_key(session), code)] = found
         return found
     values: dict[str, Any] = {"code": code, "currency": currency, "created_at": now}
     dialect = session.get_bind().dialect.name
@@ -48,7 +65,9 @@ def system_account_id(session: Session, name: str, currency: str, now: datetime)
     else:  # pragma: no cover
         stmt = insert(LedgerAccount).values(values)
     session.execute(stmt)
-    return session.execute(select(LedgerAccount.id).where(LedgerAccount.code == code)).scalar_one()
+    made = session.execute(select(LedgerAccount.id).where(LedgerAccount.code == code)).scalar_one()
+    _system_ids[(_db_key(session), code)] = made
+    return made
 
 
 def lock_account(session: Session, account_id: object) -> Account:
@@ -111,25 +130,66 @@ def post(
     )
     session.add(txn)
     session.flush()
-    session.add_all(
-        [
-            Posting(
-                transaction_id=txn.id,
-                ledger_account_id=customer_ledger_id(session, account.id),
-                amount=amount,
-            ),
-            Posting(
-                transaction_id=txn.id,
-                ledger_account_id=system_account_id(session, counter, account.currency, now),
-                amount=-amount,
-            ),
-        ]
-    )
+    _post_pair(session, txn.id, account.id, counter, account.currency, amount, now)
     account.balance = account.balance + amount
     account.updated_at = now
     _apply_depletion_rule(uow, account, txn, now)
     _rearm_alert(account, txn)
     return txn
+
+
+def _post_pair(
+    session: Session,
+    txn_id: str,
+    account_id: str,
+    counter: str,
+    currency: str,
+    amount: Decimal,
+    now: datetime,
+) -> None:
+    """The two postings in one INSERT ... SELECT: the customer's leg by its account id, the
+    counter-account's by its cached id, used only while its code still matches."""
+    code = f"{counter}:{currency}"
+    money = _POSTINGS.c.amount.type
+    cached = _system_ids.get((_db_key(session), code))
+    if cached is None:
+        cached = system_account_id(session, counter, currency, now)
+    rows = (
+        select(
+            literal(txn_id),
+            LedgerAccount.id,
+            # typed as the column: its type stores money exactly on every backend
+            case(
+                (LedgerAccount.account_id.is_(None), literal(-amount, money)),
+                else_=literal(amount, money),
+            ),
+        )
+        .where(
+            or_(
+                LedgerAccount.account_id == account_id,
+                and_(LedgerAccount.id == cached, LedgerAccount.code == code),
+            )
+        )
+        .order_by(case((LedgerAccount.account_id.is_(None), 1), else_=0))  # customer leg first
+    )
+    # Core, on the session's connection: the real row count (the transaction is flushed).
+    inserted = (
+        session.connection()
+        .execute(
+            insert(_POSTINGS).from_select(["transaction_id", "ledger_account_id", "amount"], rows),
+            execution_options={"preserve_rowcount": True},
+        )
+        .rowcount
+    )
+    if inserted == 2:
+        return
+    customer_ledger_id(session, account_id)  # no ledger account: raises, nothing is posted
+    # Only the customer's leg went in: the cached id was stale (an emptied test database).
+    _system_ids.pop((_db_key(session), code), None)
+    system_id = system_account_id(session, counter, currency, now)
+    session.execute(
+        insert(Posting).values(transaction_id=txn_id, ledger_account_id=system_id, amount=-amount)
+    )
 
 
 def balance_after(txn: LedgerTransaction) -> Decimal:
