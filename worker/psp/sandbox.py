@@ -28,6 +28,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     create_engine,
     select,
     text,
@@ -60,6 +61,13 @@ remote_charges = Table(
     Column("text", String(300)),
     Column("refunded_minor", BigInteger, nullable=False, default=0),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Built once: the charge path runs these for every charge.
+_PG_INSERT = pg_insert(remote_charges).on_conflict_do_nothing().returning(*remote_charges.c)
+_SQLITE_INSERT = sqlite_insert(remote_charges).on_conflict_do_nothing().returning(*remote_charges.c)
+_FIND = select(remote_charges).where(
+    remote_charges.c.psp == bindparam("psp"), remote_charges.c.idempotency_key == bindparam("key")
 )
 
 # Braintree's processor response texts for the decline range (2000-2999).
@@ -154,6 +162,10 @@ class RemoteSide:
                 if conn.dialect.name == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(7342001)"))
                 _metadata.create_all(conn, checkfirst=True)
+            # Every use is one statement: autocommit, no BEGIN/COMMIT round trips. (SQLite
+            # keeps its default transactions: one statement each there too.)
+            if engine.dialect.name == "postgresql":
+                engine = engine.execution_options(isolation_level="AUTOCOMMIT")
             self._engines[key] = engine
         return engine
 
@@ -173,11 +185,15 @@ class RemoteSide:
             "refunded_minor": 0,
             "created_at": now(),
         }
+        # One statement for a new key (the row comes back from the INSERT); a repeated key
+        # (or a processor that is unavailable) reads the first record instead.
         with self.engine.begin() as conn:
+            stored = None
             if outcome is not Outcome.NOT_ATTEMPTED:
-                insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-                conn.execute(insert(remote_charges).values(row).on_conflict_do_nothing())
-            stored = self._find(conn, request.idempotency_key)
+                insert = _PG_INSERT if conn.dialect.name == "postgresql" else _SQLITE_INSERT
+                stored = conn.execute(insert, row).one_or_none()
+            if stored is None:
+                stored = self._find(conn, request.idempotency_key)
         if self.latency:
             time.sleep(self.latency)
         if stored is None:  # processor unavailable: nothing was recorded
@@ -201,11 +217,7 @@ class RemoteSide:
             return len(conn.execute(query).all())
 
     def _find(self, conn: Any, key: str) -> Any:
-        return conn.execute(
-            select(remote_charges).where(
-                remote_charges.c.psp == self.psp, remote_charges.c.idempotency_key == key
-            )
-        ).one_or_none()
+        return conn.execute(_FIND, {"psp": self.psp, "key": key}).one_or_none()
 
     @staticmethod
     def _result(stored: Any) -> ChargeResult:
