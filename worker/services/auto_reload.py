@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from config import get_settings
@@ -196,6 +196,19 @@ def _capped(
     return _skip(account, f"capped_{period}")
 
 
+_COUNTED = Charge.status.in_(COUNTED)
+# This account's reloads: how many are open, and what the caps count (built once).
+_RELOADS_SO_FAR = select(
+    func.count().filter(Charge.status.in_(OPEN)),
+    func.count().filter(_COUNTED, Charge.created_at >= bindparam("day")),
+    func.coalesce(
+        func.sum(Charge.amount).filter(_COUNTED, Charge.created_at >= bindparam("month")),
+        Decimal(0),
+    ),
+    func.count(),
+).where(Charge.account_id == bindparam("account_id"), Charge.purpose == PURPOSE)
+
+
 def _open_charge(session: Session, account_id: str) -> Charge | None:
     return session.scalars(
         select(Charge).where(
@@ -227,17 +240,9 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
 
     # One read of this account's reloads: the open one (if any), and what the caps count.
     settings = get_settings()
-    counted = Charge.status.in_(COUNTED)
     open_count, today, month, earlier = session.execute(
-        select(
-            func.count().filter(Charge.status.in_(OPEN)),
-            func.count().filter(counted, Charge.created_at >= _day_start(now)),
-            func.coalesce(
-                func.sum(Charge.amount).filter(counted, Charge.created_at >= _month_start(now)),
-                Decimal(0),
-            ),
-            func.count(),
-        ).where(Charge.account_id == account.id, Charge.purpose == PURPOSE)
+        _RELOADS_SO_FAR,
+        {"account_id": account.id, "day": _day_start(now), "month": _month_start(now)},
     ).one()
     open_charge = _open_charge(session, account.id) if open_count else None
     if (
@@ -283,17 +288,9 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
             return _skip(account, "payment_method_missing")
         total = reload_amount(account.balance, threshold, amount)
         if open_count:  # the open charge was just closed as superseded: count it as before
-            today, month, earlier = session.execute(
-                select(
-                    func.count().filter(counted, Charge.created_at >= _day_start(now)),
-                    func.coalesce(
-                        func.sum(Charge.amount).filter(
-                            counted, Charge.created_at >= _month_start(now)
-                        ),
-                        Decimal(0),
-                    ),
-                    func.count(),
-                ).where(Charge.account_id == account.id, Charge.purpose == PURPOSE)
+            _, today, month, earlier = session.execute(
+                _RELOADS_SO_FAR,
+                {"account_id": account.id, "day": _day_start(now), "month": _month_start(now)},
             ).one()
         if today >= settings.auto_reload_max_per_day:
             return _capped(

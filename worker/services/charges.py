@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, or_, select, true
+from sqlalchemy import and_, bindparam, or_, select, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -281,13 +281,16 @@ def _lease_from_now() -> datetime:
     return clock.now() + timedelta(seconds=get_settings().charge_lease_seconds)
 
 
+_LOCK = (
+    select(Charge)
+    .where(Charge.id == bindparam("id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+
+
 def lock(session: Session, charge_id: str) -> Charge:
-    return session.scalars(
-        select(Charge)
-        .where(Charge.id == charge_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    return session.scalars(_LOCK, {"id": charge_id}).one()
 
 
 def request_for(session: Session, charge: Charge) -> ChargeRequest:

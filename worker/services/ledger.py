@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, case, func, insert, literal, or_, select
+from sqlalchemy import Table, and_, bindparam, case, func, insert, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -38,6 +38,29 @@ def customer_code(account_id: str) -> str:
 # `clear_caches()` empties the cache.
 _system_ids: dict[tuple[str, str], int] = {}
 _POSTINGS = cast(Table, Posting.__table__)
+
+
+# Hot statements, built once (no per-call construction or cache-key work).
+_LOCK_ACCOUNT = select(Account).where(Account.id == bindparam("id")).with_for_update()
+_MONEY = _POSTINGS.c.amount.type  # its type stores money exactly on every backend
+_POST_PAIR = insert(_POSTINGS).from_select(
+    ["transaction_id", "ledger_account_id", "amount"],
+    select(
+        bindparam("txn_id", type_=LedgerTransaction.__table__.c.id.type),
+        LedgerAccount.id,
+        case(
+            (LedgerAccount.account_id.is_(None), bindparam("counter_amount", type_=_MONEY)),
+            else_=bindparam("amount", type_=_MONEY),
+        ),
+    )
+    .where(
+        or_(
+            LedgerAccount.account_id == bindparam("account_id"),
+            and_(LedgerAccount.id == bindparam("cached"), LedgerAccount.code == bindparam("code")),
+        )
+    )
+    .order_by(case((LedgerAccount.account_id.is_(None), 1), else_=0)),  # customer leg first
+)
 
 
 def clear_caches() -> None:
@@ -74,9 +97,7 @@ def lock_account(session: Session, account_id: object) -> Account:
     """The account row, locked for this transaction: balance changes are serialised per account."""
     if not isinstance(account_id, str) or not account_id.strip():
         raise ValidationError("account_id", "is required")
-    account = session.scalars(
-        select(Account).where(Account.id == account_id.strip()).with_for_update()
-    ).one_or_none()
+    account = session.scalars(_LOCK_ACCOUNT, {"id": account_id.strip()}).one_or_none()
     if account is None:
         raise NotFound("account_id", f"no account {account_id.strip()[:60]!r}")
     return account
@@ -150,33 +171,22 @@ def _post_pair(
     """The two postings in one INSERT ... SELECT: the customer's leg by its account id, the
     counter-account's by its cached id, used only while its code still matches."""
     code = f"{counter}:{currency}"
-    money = _POSTINGS.c.amount.type
     cached = _system_ids.get((_db_key(session), code))
     if cached is None:
         cached = system_account_id(session, counter, currency, now)
-    rows = (
-        select(
-            literal(txn_id),
-            LedgerAccount.id,
-            # typed as the column: its type stores money exactly on every backend
-            case(
-                (LedgerAccount.account_id.is_(None), literal(-amount, money)),
-                else_=literal(amount, money),
-            ),
-        )
-        .where(
-            or_(
-                LedgerAccount.account_id == account_id,
-                and_(LedgerAccount.id == cached, LedgerAccount.code == code),
-            )
-        )
-        .order_by(case((LedgerAccount.account_id.is_(None), 1), else_=0))  # customer leg first
-    )
     # Core, on the session's connection: the real row count (the transaction is flushed).
     inserted = (
         session.connection()
         .execute(
-            insert(_POSTINGS).from_select(["transaction_id", "ledger_account_id", "amount"], rows),
+            _POST_PAIR,
+            {
+                "txn_id": txn_id,
+                "amount": amount,
+                "counter_amount": -amount,
+                "account_id": account_id,
+                "cached": cached,
+                "code": code,
+            },
             execution_options={"preserve_rowcount": True},
         )
         .rowcount
