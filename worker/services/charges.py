@@ -14,7 +14,8 @@ Status only moves forward; succeeded, declined and failed are terminal.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -31,7 +32,7 @@ from worker.db.models import Charge, PaymentMethod, new_id
 from worker.db.session import UnitOfWork
 from worker.errors import IdempotencyConflict, NotFound, ValidationError
 from worker.money import exponent, format_amount, parse_amount, to_minor_units
-from worker.psp.base import ChargeRequest, ChargeResult, Outcome, PspAdapter
+from worker.psp.base import ChargeRequest, ChargeResult, Outcome
 from worker.psp.errors import TransportError
 from worker.psp.registry import get_adapter
 from worker.services import accounts, events, ledger, payment_methods, settlement, validation
@@ -485,16 +486,29 @@ def give_up(
 
 
 def _due(now: datetime) -> Any:
+    """Unresolved and due. A `processing` charge is due once its worker's lease is over and
+    no janitor has claimed it or backed it off (`next_attempt_at`, set with the lease)."""
     return or_(
-        and_(Charge.status == "processing", Charge.lease_until <= now),
+        and_(
+            Charge.status == "processing",
+            Charge.lease_until <= now,
+            or_(Charge.next_attempt_at.is_(None), Charge.next_attempt_at <= now),
+        ),
         and_(Charge.status.in_(("unknown", "pending")), Charge.next_attempt_at <= now),
     )
 
 
+_SYNCED = frozenset({"processing", "unknown", "pending"})  # the statuses the janitor resolves
+
+
+def _backoff(sync_attempts: int) -> timedelta:
+    return SYNC_SCHEDULE[min(max(sync_attempts, 1) - 1, len(SYNC_SCHEDULE) - 1)]
+
+
 def _reschedule(uow: UnitOfWork, charge: Charge, now: datetime, why: str) -> None:
-    charge.sync_attempts += 1
-    step = SYNC_SCHEDULE[min(charge.sync_attempts - 1, len(SYNC_SCHEDULE) - 1)]
-    charge.next_attempt_at = now + step
+    """Back the charge off after a look-up that did not resolve it (already counted in
+    `sync_attempts` by its claim); ask for attention once enough look-ups have failed."""
+    charge.next_attempt_at = now + _backoff(charge.sync_attempts)
     charge.updated_at = now
     if (
         charge.sync_attempts >= get_settings().payment_sync_attention_after
@@ -521,12 +535,58 @@ def _reschedule(uow: UnitOfWork, charge: Charge, now: datetime, why: str) -> Non
         )
 
 
-def sync_one(uow: UnitOfWork, charge: Charge, adapter: PspAdapter, now: datetime) -> bool:
-    """Resolve one locked charge by look-up. True when it reached a terminal state."""
+@dataclass(frozen=True)
+class Claim:
+    """What a look-up needs, read under the claim's row lock: plain values, no ORM object
+    (touching one after COMMIT could lazy-load and check a connection out again)."""
+
+    charge_id: str
+    idempotency_key: str
+    psp: str
+
+
+def claim_next(uow: UnitOfWork, now: datetime, skip: Collection[str] = frozenset()) -> Claim | None:
+    """Claim the next due charge in one short transaction, and COMMIT.
+
+    The claim counts the look-up and moves `next_attempt_at` on by its back-off step (what a
+    failed look-up would set), from the later of `now` and the real clock: a concurrent
+    janitor, live or replaying, does not find it due and does not ask the PSP too. A janitor
+    that dies after claiming leaves the charge backed off, as a failed look-up would."""
+    charge = uow.session.scalars(
+        select(Charge)
+        .where(_due(now), Charge.id.not_in(skip) if skip else true())
+        .order_by(Charge.next_attempt_at, Charge.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if charge is None:
+        uow.commit()
+        return None
+    claim = Claim(charge.id, charge.idempotency_key, charge.psp)
+    charge.sync_attempts += 1
+    charge.next_attempt_at = max(now, clock.now()) + _backoff(charge.sync_attempts)
+    uow.commit()
+    return claim
+
+
+def sync_one(uow: UnitOfWork, claim: Claim, now: datetime) -> bool:
+    """Resolve one claimed charge by look-up. True when it reached a terminal state.
+
+    The PSP is asked with no transaction open and no connection checked out; the answer is
+    applied in a new transaction under the charge's row lock. Does not commit."""
+    adapter = get_adapter(claim.psp)
     try:
-        found = adapter.lookup(charge.idempotency_key)
+        found = adapter.lookup(claim.idempotency_key)
     except TransportError as exc:
-        _reschedule(uow, charge, now, f"look-up failed: {exc}")
+        charge = lock(uow.session, claim.charge_id)
+        if charge.status in _SYNCED:
+            _reschedule(uow, charge, now, f"look-up failed: {exc}")
+        return False
+    charge = lock(uow.session, claim.charge_id)
+    if charge.status not in _SYNCED:  # resolved (or handed back) while the PSP was asked
+        if found is not None and found.outcome is Outcome.SUCCEEDED:
+            apply(uow, charge.id, found, now)  # flags money taken for a charge closed here
         return False
     if found is None:
         lease_over = charge.lease_until is None or charge.lease_until <= now
@@ -576,32 +636,30 @@ def close_abandoned(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> in
 
 
 def sync_pending(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> dict[str, int]:
-    """The janitor: look up every unresolved charge that is due, one transaction each."""
+    """The janitor: look up every unresolved charge that is due, one at a time.
+
+    Per charge: claim it (short transaction, COMMIT), ask the PSP holding no connection and
+    no lock, then apply the answer in a second short transaction under a fresh row lock."""
     resolved = close_abandoned(uow, now)
     checked = 0
     seen: set[str] = set()
-    while True:
-        charge = uow.session.scalars(
-            select(Charge)
-            .where(_due(now), Charge.id.not_in(seen) if seen else true())
-            .order_by(Charge.next_attempt_at, Charge.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        ).one_or_none()
-        if charge is None or checked >= batch_size:
-            uow.commit()
-            return {"checked": checked, "resolved": resolved}
-        seen.add(charge.id)
+    while checked < batch_size:
+        claim = claim_next(uow, now, seen)
+        if claim is None:
+            break
+        seen.add(claim.charge_id)
         checked += 1
-        charge_id = charge.id
         try:
-            if sync_one(uow, charge, get_adapter(charge.psp), now):
+            if sync_one(uow, claim, now):
                 resolved += 1
             uow.commit()
         except Exception as exc:  # isolate it: reschedule, count towards attention, go on
             uow.rollback()
-            log.exception("payment sync failed for charge %s", charge_id)
-            again = lock(uow.session, charge_id)
-            if again.status not in TERMINAL:
-                _reschedule(uow, again, now, f"sync error: {type(exc).__name__}: {exc}"[:300])
+            log.exception("payment sync failed for charge %s", claim.charge_id)
+            again = lock(uow.session, claim.charge_id)
+            if again.status in _SYNCED:
+                why = f"sync error: {type(exc).__name__}: {exc}"[:300]
+                _reschedule(uow, again, now, why)
             uow.commit()
+    uow.commit()
+    return {"checked": checked, "resolved": resolved}
