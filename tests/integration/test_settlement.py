@@ -451,3 +451,45 @@ def test_roll_forward_query_is_backed_by_the_partial_index() -> None:
         )
         plan = "\n".join(r[0] for r in uow.session.execute(text(f"EXPLAIN {compiled}")))
     assert "ix_charges_settlement_due" in plan, plan
+
+
+def test_a_charge_resolved_late_settles_from_when_the_psp_took_the_money(
+    merchants: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Succeeded remotely, timed out locally, resolved by the janitor three days later:
+    available_on counts from the PSP's processing time, not from the janitor's run."""
+    from worker.clock import now
+    from worker.psp.registry import get_adapter
+    from worker.services import settlement_timing as timing
+
+    merchants(US_NY, PSP_STUB_TIMEOUT_AMOUNTS="77.00")
+    account_id, _ = _account()
+    with unit_of_work() as uow:
+        result = charges.top_up(
+            uow, account_id=account_id, amount="77.00", idempotency_key="late-1"
+        )
+    assert result["status"] == "unknown"
+    remote = get_adapter("braintree").lookup("late-1")
+    assert remote is not None and remote.processed_at is not None
+
+    three_days_later = now() + timedelta(days=3)
+    with unit_of_work() as uow:
+        assert charges.sync_pending(uow, three_days_later)["resolved"] == 1
+    row = _row(result["charge_id"])
+    assert row.status == "succeeded"
+    expected = timing.available_on(
+        settlement.timing_table(),
+        settlement.merchant_for("braintree", "EUR"),
+        method="card",
+        customer_country="US",
+        succeeded_at=remote.processed_at,
+    ).available_on
+    from_janitor = timing.available_on(
+        settlement.timing_table(),
+        settlement.merchant_for("braintree", "EUR"),
+        method="card",
+        customer_country="US",
+        succeeded_at=three_days_later,
+    ).available_on
+    assert expected != from_janitor
+    assert row.available_on == expected

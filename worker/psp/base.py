@@ -8,6 +8,7 @@ to retry; `unknown` must be resolved by `lookup`, never by charging again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -53,6 +54,9 @@ class ChargeResult:
     psp_reference: str | None = None
     code: str | None = None
     text: str | None = None
+    # When the PSP processed the charge, if it says (a look-up does): settlement counts its
+    # days from then, not from when we learnt of it.
+    processed_at: datetime | None = None
 
 
 @dataclass(frozen=True)

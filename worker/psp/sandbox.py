@@ -16,7 +16,8 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -206,7 +207,12 @@ class RemoteSide:
     def lookup(self, idempotency_key: str) -> ChargeResult | None:
         with self.engine.connect() as conn:
             stored = self._find(conn, idempotency_key)
-        return None if stored is None else self._result(stored)
+        if stored is None:
+            return None
+        processed = stored.created_at
+        if processed.tzinfo is None:  # SQLite hands back naive UTC
+            processed = processed.replace(tzinfo=UTC)
+        return replace(self._result(stored), processed_at=processed)
 
     def count(self, idempotency_key: str | None = None) -> int:
         """How many charges the remote side holds (tests prove 'never twice' with it)."""

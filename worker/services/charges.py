@@ -345,7 +345,8 @@ def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) 
         charge.psp_reference = psp_reference
         move(charge, "succeeded", now)
         charge.transaction_id = txn.id
-        settlement.schedule(uow, charge, account, now)
+        processed = result.processed_at
+        settlement.schedule(uow, charge, account, min(processed, now) if processed else now)
         charge.decline_code = charge.decline_text = None
         events.record(
             uow,
