@@ -15,7 +15,15 @@ from config import reset_settings
 from worker.db.models import Account, Charge, Event, LedgerTransaction, Mail
 from worker.db.session import unit_of_work
 from worker.errors import NotFound, ValidationError
-from worker.services import accounts, adjustments, auto_reload, charges, payment_methods, usage
+from worker.services import (
+    accounts,
+    adjustments,
+    auto_reload,
+    charges,
+    ledger,
+    payment_methods,
+    usage,
+)
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
@@ -223,6 +231,47 @@ def test_reload_charges_n_times_the_amount_and_credits_once() -> None:
         "balance": "13.00",
     }
     assert _count(Charge) == 1
+
+
+@pytest.mark.parametrize("during", ["debit", "depleting_debit", "top_up"])
+def test_money_moving_during_the_psp_call_is_not_lost_from_the_balance(
+    monkeypatch: pytest.MonkeyPatch, during: str
+) -> None:
+    """The reload commits, calls the PSP, then credits: a debit or top-up committed while the
+    PSP answers must be in the balance the credit starts from (the row is re-read under lock)."""
+    from worker.psp.registry import get_adapter
+
+    account_id, _ = _account("5")
+    _configure(account_id, "10", "20")
+    adapter_class = type(get_adapter("braintree"))  # a new instance per call: patch the class
+    real_charge = adapter_class.charge
+    moved: list[str] = []
+
+    def charge_while_money_moves(self: Any, request: Any) -> Any:
+        result = real_charge(self, request)
+        if moved:  # the top-up below calls the PSP too
+            return result
+        moved.append(request.idempotency_key)
+        with unit_of_work() as uow:
+            if during == "top_up":
+                charges.top_up(
+                    uow, account_id=account_id, amount="3.00", idempotency_key="meanwhile"
+                )
+            else:
+                amount = "5" if during == "depleting_debit" else "1"
+                usage.debit(uow, account_id=account_id, amount=amount, reference="m", now=T0)
+        return result
+
+    monkeypatch.setattr(adapter_class, "charge", charge_while_money_moves)
+    result = _reload(account_id, T0)
+    assert result["status"] == "succeeded"
+    assert moved and moved[0].startswith("auto_reload:")
+    expected = {"debit": "24.00", "depleting_debit": "20.00", "top_up": "28.00"}[during]
+    account = _get(account_id)
+    assert account.balance == Decimal(expected)
+    assert account.status == "active"  # a depletion during the call is lifted by the credit
+    with unit_of_work() as uow:
+        assert ledger.audit(uow.session)["ok"]
 
 
 def test_two_concurrent_reloads_make_one_charge() -> None:

@@ -314,3 +314,28 @@ def test_a_repeat_of_a_charge_in_flight_asks_the_psp_instead_of_waiting() -> Non
     assert repeat["status"] == "succeeded"
     assert _balance(account_id) == Decimal("9.00")
     assert get_adapter("braintree").remote.count("k-repeat") == 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("_reset_settings_after")
+def test_a_charge_whose_look_ups_never_complete_still_raises_attention(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Claimed again and again by janitors that die before applying: flagged all the same."""
+    _timeout_knob(monkeypatch, "77.00")
+    monkeypatch.setenv("PAYMENT_SYNC_ATTENTION_AFTER", "3")
+    reset_settings()
+    account_id, _ = _account_with_card()
+    charge_id = _top_up(account_id, "77.00", "k-crashing")["charge_id"]
+    moment = now() + timedelta(minutes=2)
+    for _ in range(4):  # claim, then "crash" (no look-up, no apply)
+        with unit_of_work() as uow:
+            claim = charges.claim_next(uow, moment)
+        assert claim is not None and claim.charge_id == charge_id
+        moment += timedelta(days=2)
+    with unit_of_work() as uow:
+        charge = uow.session.get(Charge, charge_id)
+        assert charge is not None
+        assert charge.needs_attention is True
+        assert charge.status == "unknown"
+    flagged = [e for e in _events("charge.needs_attention") if e.data["charge_id"] == charge_id]
+    assert len(flagged) == 1

@@ -493,3 +493,34 @@ def test_a_charge_resolved_late_settles_from_when_the_psp_took_the_money(
     ).available_on
     assert expected != from_janitor
     assert row.available_on == expected
+
+
+@pytest.mark.parametrize(
+    ("processed_at", "expected"),
+    [
+        (datetime(2026, 3, 4, 10, 0), date(2026, 3, 4)),  # naive: read as UTC
+        (datetime(2030, 1, 1, tzinfo=UTC), date(2026, 3, 6)),  # in the future: now
+        (datetime(2020, 1, 1, tzinfo=UTC), date(2026, 3, 2)),  # before the charge: its creation
+    ],
+)
+def test_a_psp_processing_time_is_sanitised_never_blocking_the_credit(
+    merchants: Callable[..., None], processed_at: datetime, expected: date
+) -> None:
+    merchants()
+    account_id, _ = _account("GB", psp="bank_transfer")
+    sent_at = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    pending = _charge(account_id, "100.00", sent_at, key="pf-processed")
+    received = datetime(2026, 3, 6, 14, 0, tzinfo=UTC)
+    with unit_of_work() as uow:
+        charge = charges.apply(
+            uow,
+            pending["charge_id"],
+            ChargeResult(Outcome.SUCCEEDED, "PF-1", None, None, processed_at=processed_at),
+            received,
+        )
+        charge_id = charge.id
+    row = _row(charge_id)
+    assert row.status == "succeeded"
+    assert row.available_on == expected
+    with unit_of_work() as uow:
+        assert accounts.get(uow.session, account_id).balance == Decimal("100.00")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -97,6 +97,17 @@ def _orphaned_success(uow: UnitOfWork, charge: Charge, result: ChargeResult, now
 
 class IllegalTransition(RuntimeError):
     """A bug, never user input: terminal states never change."""
+
+
+def _processed_at(charge: Charge, result: ChargeResult, now: datetime) -> datetime:
+    """When the PSP took the money, if it said: naive read as UTC, and kept between the
+    charge's creation and now, so a PSP's clock can never block or skew a credit."""
+    moment = result.processed_at
+    if moment is None:
+        return now
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(min(moment, now), min(charge.created_at, now))
 
 
 def move(charge: Charge, status: str, now: datetime) -> None:
@@ -345,8 +356,9 @@ def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) 
         charge.psp_reference = psp_reference
         move(charge, "succeeded", now)
         charge.transaction_id = txn.id
-        processed = result.processed_at
-        settlement.schedule(uow, charge, account, min(processed, now) if processed else now)
+        settlement.schedule(
+            uow, charge, account, now, succeeded_at=_processed_at(charge, result, now)
+        )
         charge.decline_code = charge.decline_text = None
         events.record(
             uow,
@@ -511,10 +523,13 @@ def _reschedule(uow: UnitOfWork, charge: Charge, now: datetime, why: str) -> Non
     `sync_attempts` by its claim); ask for attention once enough look-ups have failed."""
     charge.next_attempt_at = now + _backoff(charge.sync_attempts)
     charge.updated_at = now
-    if (
-        charge.sync_attempts >= get_settings().payment_sync_attention_after
-        and not charge.needs_attention
-    ):
+    if charge.sync_attempts >= get_settings().payment_sync_attention_after:
+        _flag_attention(uow, charge, now, why)
+
+
+def _flag_attention(uow: UnitOfWork, charge: Charge, now: datetime, why: str) -> None:
+    """Once per charge: an operator must look (an event and an error in the log)."""
+    if not charge.needs_attention:
         charge.needs_attention = True
         events.record(
             uow,
@@ -567,6 +582,10 @@ def claim_next(uow: UnitOfWork, now: datetime, skip: Collection[str] = frozenset
     claim = Claim(charge.id, charge.idempotency_key, charge.psp)
     charge.sync_attempts += 1
     charge.next_attempt_at = max(now, clock.now()) + _backoff(charge.sync_attempts)
+    if charge.sync_attempts > get_settings().payment_sync_attention_after:
+        # Claimed again and again without a look-up ever coming back (a worker that dies
+        # on it): raise attention here, as a failed look-up would have.
+        _flag_attention(uow, charge, now, "look-ups never completed")
     uow.commit()
     return claim
 

@@ -41,7 +41,15 @@ _POSTINGS = cast(Table, Posting.__table__)
 
 
 # Hot statements, built once (no per-call construction or cache-key work).
-_LOCK_ACCOUNT = select(Account).where(Account.id == bindparam("id")).with_for_update()
+# populate_existing: the row is re-read under the lock. A caller that kept the account from
+# an earlier transaction (auto-reload: lock, commit, PSP call, apply) must not post from a
+# balance that a debit or top-up changed meanwhile.
+_LOCK_ACCOUNT = (
+    select(Account)
+    .where(Account.id == bindparam("id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
 _MONEY = _POSTINGS.c.amount.type  # its type stores money exactly on every backend
 _POST_PAIR = insert(_POSTINGS).from_select(
     ["transaction_id", "ledger_account_id", "amount"],
@@ -193,6 +201,10 @@ def _post_pair(
     )
     if inserted == 2:
         return
+    if inserted != 1:
+        raise RuntimeError(
+            f"transaction {txn_id}: expected 2 postings, the database wrote {inserted}"
+        )
     customer_ledger_id(session, account_id)  # no ledger account: raises, nothing is posted
     # Only the customer's leg went in: the cached id was stale (an emptied test database).
     _system_ids.pop((_db_key(session), code), None)

@@ -105,14 +105,22 @@ def _plan(charge: Charge, country: str, succeeded_at: datetime) -> tuple[date, s
     return planned.available_on, planned.rule[:120], starts
 
 
-def schedule(uow: UnitOfWork, charge: Charge, account: Account, now: datetime) -> None:
-    """Compute and store when the charge's money becomes available (once)."""
+def schedule(
+    uow: UnitOfWork,
+    charge: Charge,
+    account: Account,
+    now: datetime,
+    *,
+    succeeded_at: datetime | None = None,
+) -> None:
+    """Compute and store when the charge's money becomes available (once), counting from
+    `succeeded_at` (when the PSP took the money; default `now`)."""
     if charge.settlement_status is not None:
         return
     charge.settlement_status = "pending"
     try:
         charge.available_on, charge.settlement_rule, charge.settles_at = _plan(
-            charge, account.country, now
+            charge, account.country, succeeded_at or now
         )
     except Exception as exc:
         # Never let settlement stop a customer's credit: the charge stays pending with no
