@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import time_machine
 from sqlalchemy import func, select
 
 from config import get_settings, reset_settings
@@ -239,14 +240,38 @@ def test_vanished_worker_with_no_remote_record_fails_after_the_lease_without_cha
         assert must_call
         charge_id = charge.id
     lease = get_settings().charge_lease_seconds
-    with unit_of_work() as uow:
-        assert charges.sync_pending(uow, now() + timedelta(seconds=lease - 5))["checked"] == 0
-    with unit_of_work() as uow:
-        assert charges.sync_pending(uow, now() + timedelta(seconds=lease + 1))["resolved"] == 1
+    # Leases run on the real clock: the clock itself moves past it, not only `as_of`.
+    before_end = now() + timedelta(seconds=lease - 5)
+    with time_machine.travel(before_end), unit_of_work() as uow:
+        assert charges.sync_pending(uow, before_end)["checked"] == 0
+    after_end = now() + timedelta(seconds=lease + 1)
+    with time_machine.travel(after_end), unit_of_work() as uow:
+        assert charges.sync_pending(uow, after_end)["resolved"] == 1
     with unit_of_work() as uow:
         assert uow.session.get(Charge, charge_id).status == "failed"  # type: ignore[union-attr]
     assert _events("charge.failed")
     assert get_adapter("braintree").remote.count("k-vanished") == 0  # type: ignore[attr-defined]
+
+
+def test_a_janitor_replayed_in_the_future_never_fails_a_call_still_in_flight() -> None:
+    """`jobs run sync --as-of <tomorrow>` while a worker is still waiting for the PSP: the
+    lease runs on the real clock, so the charge is not declared lost and the worker's
+    answer still lands."""
+    account_id, _ = _account_with_card()
+    with unit_of_work() as uow:  # a worker has committed the charge and is calling the PSP
+        charge, must_call = charges.begin(
+            uow, account_id=account_id, amount="10.00", idempotency_key="k-in-flight", now=now()
+        )
+        assert must_call
+        charge_id = charge.id
+    with unit_of_work() as uow:
+        assert charges.sync_pending(uow, now() + timedelta(days=1))["resolved"] == 0
+    with unit_of_work() as uow:
+        assert uow.session.get(Charge, charge_id).status == "processing"  # type: ignore[union-attr]
+    with unit_of_work() as uow:  # the worker's answer arrives
+        done = charges.apply(uow, charge_id, ChargeResult(Outcome.SUCCEEDED, "bt-1"), now())
+        assert (done.status, done.needs_attention) == ("succeeded", False)
+    assert _balance(account_id) == Decimal("10.00")
 
 
 @pytest.mark.usefixtures("_reset_settings_after")

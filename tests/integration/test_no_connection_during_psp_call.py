@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import time_machine
 from sqlalchemy import select, text, update
 
 from config import get_settings
@@ -135,8 +136,9 @@ def test_janitor_holds_no_connection_and_no_lock_during_the_lookup(
         return answers[key]
 
     monkeypatch.setattr(type(get_adapter("braintree")), "lookup", lookup)
-    with unit_of_work() as uow:
-        result = charges.sync_pending(uow, _after_the_lease())
+    as_of = _after_the_lease()
+    with time_machine.travel(as_of), unit_of_work() as uow:  # the lease is over, really
+        result = charges.sync_pending(uow, as_of)
     # Resolved by the janitor: paid and lost; the raced one was resolved by its worker.
     assert result == {"checked": 3, "resolved": 2}
     assert seen == {"jan-paid": 0, "jan-lost": 0, "jan-raced": 0}
@@ -180,7 +182,8 @@ def test_two_janitors_at_once_look_each_charge_up_once(monkeypatch: pytest.Monke
         with unit_of_work() as uow:
             return charges.sync_pending(uow, as_of)
 
-    results = at_once(janitor, 2)
+    with time_machine.travel(as_of):  # the lease is over, really
+        results = at_once(janitor, 2)
     assert sorted(asked) == sorted(keys)  # each charge asked once, not once per janitor
     assert all(r["checked"] >= 1 for r in results)
     assert sum(r["checked"] for r in results) == 6

@@ -609,7 +609,9 @@ def sync_one(uow: UnitOfWork, claim: Claim, now: datetime) -> bool:
             apply(uow, charge.id, found, now)  # flags money taken for a charge closed here
         return False
     if found is None:
-        lease_over = charge.lease_until is None or charge.lease_until <= now
+        # Leases run on the real clock: a replay `as_of` a future moment must never declare
+        # a call still in flight lost.
+        lease_over = charge.lease_until is None or charge.lease_until <= min(now, clock.now())
         if charge.status in ("processing", "unknown") and lease_over:
             # The PSP never received it and our request can no longer land: not charged.
             fail(uow, charge, "not_received", "the PSP has no record of this charge", now)
