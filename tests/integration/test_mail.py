@@ -509,9 +509,9 @@ def test_starttls_upgrades_before_login_and_verifies_the_certificate(
 
 
 def test_without_smtp_host_the_mail_is_written_to_the_log(
-    configure: Configure, caplog: pytest.LogCaptureFixture
+    configure: Configure, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    configure()
+    configure(BALANCE_HOME=tmp_path)
     assert get_settings().smtp_host is None
     mail_id = queue_one(subject="Balance reloaded", text="We charged 20.00 EUR to your card.")
     with caplog.at_level(logging.INFO, logger="worker.services.mail"):
@@ -522,6 +522,9 @@ def test_without_smtp_host_the_mail_is_written_to_the_log(
     assert "Balance reloaded" in logged[0] and "alice@example.com" in logged[0]
     stored = row(mail_id)
     assert (stored.status, stored.transport, stored.sent_at) == ("sent", "log", NOW)
+    # ... and kept as a file in BALANCE_HOME/mail/, readable after a one-off CLI run.
+    [eml] = (get_settings().balance_home.resolve() / "mail").glob(f"{mail_id}.eml")
+    assert "We charged 20.00 EUR" in eml.read_text()
 
 
 # --- 8. the SMTP password never leaks ---------------------------------------------------------

@@ -35,8 +35,9 @@ def create(
     addresses = validation.emails(emails)
     loc = validation.locale(locale)
     display = validation.currency(display_currency or cur, "display_currency")
-    if display not in {cur, "EUR", "USD"}:
-        raise ValidationError("display_currency", f"must be {cur}, EUR or USD")
+    allowed = sorted({cur, "EUR", "USD"})
+    if display not in allowed:
+        raise ValidationError("display_currency", f"must be one of {', '.join(allowed)}")
     account = Account(
         id=new_id("acc"),
         name=clean_name,

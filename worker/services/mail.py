@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
+from pathlib import Path
 from typing import Any, Protocol
 
 from email_validator import EmailNotValidError, validate_email
@@ -182,25 +183,40 @@ class SmtpTransport:
 
 
 class LogTransport:
-    """No SMTP_HOST configured: the mail is written to the log instead."""
+    """No SMTP_HOST configured: the mail is written to the log and, when a folder is given,
+    as an .eml file there (`BALANCE_HOME/mail/`), so it can be read after a one-off
+    `balancectl jobs run mail` whose log nobody sees."""
 
     name = "log"
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
 
     def send(self, message: EmailMessage) -> dict[str, str]:
         body = message.get_body(preferencelist=("plain",))
         text = body.get_content() if body is not None else ""
+        where = ""
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            name = re.sub(r"[^A-Za-z0-9_.-]", "", str(message["Message-ID"]).split("@")[0])
+            path = self.folder / f"{name or 'mail'}.eml"
+            path.write_bytes(message.as_bytes())
+            where = f" file={path}"
         log.info(
-            "mail (no SMTP_HOST) message-id=%s to=%s subject=%r\n%s",
+            "mail (no SMTP_HOST) message-id=%s to=%s subject=%r%s\n%s",
             message["Message-ID"],
             message["To"],
             message["Subject"],
+            where,
             text,
         )
         return {}
 
 
 def transport_for(settings: Settings) -> MailTransport:
-    return SmtpTransport(settings) if settings.smtp_host else LogTransport()
+    if settings.smtp_host:
+        return SmtpTransport(settings)
+    return LogTransport(settings.balance_home.resolve() / "mail")
 
 
 # --- the outbox -----------------------------------------------------------------------------
