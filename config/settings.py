@@ -283,7 +283,8 @@ class Settings(BaseSettings):
         from worker.services import settlement_timing as timing
 
         try:
-            table = timing.load_timing(self.settlement_timing_file)
+            path = self.settlement_timing_file
+            table = timing.cached_timing(str(path) if path is not None else None)
         except (timing.SettlementConfigError, OSError) as exc:
             raise SettingsError(f"SETTLEMENT_TIMING_FILE: {exc}") from None
         try:

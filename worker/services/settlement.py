@@ -48,14 +48,9 @@ NEXT_DATES = 5
 # --- configuration ---------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=4)
-def _table(extra: str | None) -> timing.TimingTable:
-    return timing.load_timing(extra)
-
-
 def timing_table() -> timing.TimingTable:
     path = get_settings().settlement_timing_file
-    return _table(str(path) if path is not None else None)
+    return timing.cached_timing(str(path) if path is not None else None)
 
 
 @lru_cache(maxsize=4)

@@ -138,6 +138,12 @@ def is_country(code: object) -> bool:
 # --------------------------------------------------------------------------- loading
 
 
+@lru_cache(maxsize=4)
+def cached_timing(extra: str | None = None) -> TimingTable:
+    """`load_timing` once per process and file: start-up validates it, charges then reuse it."""
+    return load_timing(extra)
+
+
 def load_timing(extra: str | Path | None = None) -> TimingTable:
     """The packaged table, then the operator file's rows replacing or adding whole rows.
 
