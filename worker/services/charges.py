@@ -168,16 +168,20 @@ def chargeable_amount(value: object, currency: str, field: str = "amount") -> De
     return amount
 
 
+# Built once per dialect: the values come as parameters, so no statement is constructed
+# (or cache-keyed) per charge.
+_INSERT_IF_ABSENT = {
+    name: insert(Charge)
+    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    .returning(Charge)
+    for name, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+
+
 def _insert_if_absent(session: Session, values: dict[str, Any]) -> Charge | None:
     """The new charge (RETURNING the row: no second read), or None when the key exists."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return session.scalars(
-        insert(Charge)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(Charge)
-    ).one_or_none()
+    statement = _INSERT_IF_ABSENT[session.get_bind().dialect.name]
+    return session.scalars(statement, [values]).one_or_none()
 
 
 def _by_key(session: Session, key: str) -> Charge | None:
