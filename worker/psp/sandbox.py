@@ -39,6 +39,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from config import Settings
 from worker.clock import now
+from worker.db.session import ping_when_idle
 from worker.money import exponent
 from worker.psp.base import ChargeRequest, ChargeResult, Outcome
 from worker.psp.errors import TransportError, VaultRefused
@@ -155,7 +156,7 @@ class RemoteSide:
         engine = self._engines.get(key)
         if engine is None:
             engine = (
-                create_engine(self.url, pool_pre_ping=True, pool_size=2, max_overflow=8)
+                create_engine(self.url, pool_size=2, max_overflow=8)
                 if not self.url.startswith("sqlite")
                 else create_engine(self.url, connect_args={"timeout": 30})
             )
@@ -163,6 +164,8 @@ class RemoteSide:
                 if conn.dialect.name == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(7342001)"))
                 _metadata.create_all(conn, checkfirst=True)
+            if engine.dialect.name == "postgresql":
+                ping_when_idle(engine)
             # Every use is one statement: autocommit, no BEGIN/COMMIT round trips. (SQLite
             # keeps its default transactions: one statement each there too.)
             if engine.dialect.name == "postgresql":
