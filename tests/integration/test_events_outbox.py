@@ -215,7 +215,12 @@ def _decode(raw: bytes) -> dict[str, Any]:
     if envelope.get("properties", {}).get("body_encoding") == "base64":
         body = base64.b64decode(body)
     args, kwargs, _embed = json.loads(body)
-    return {"task": envelope["headers"]["task"], "args": args, "kwargs": kwargs}
+    return {
+        "task": envelope["headers"]["task"],
+        "id": envelope["headers"]["id"],
+        "args": args,
+        "kwargs": kwargs,
+    }
 
 
 def test_celery_relay_task_publishes_to_the_events_queue(broker_url: str) -> None:
@@ -240,6 +245,7 @@ def test_celery_relay_task_publishes_to_the_events_queue(broker_url: str) -> Non
     assert event["type"] == "balance.adjusted"
     assert event["account_id"] == account_id
     assert event["data"]["transaction_id"] == result["transaction_id"]
+    assert message["id"] == event["id"]  # a republished event carries the same message id
     assert unpublished() == []
 
     # Running the relay again publishes nothing new.

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from config import get_settings
@@ -9,11 +11,36 @@ from worker.services import events
 from worker.tasks.base import DbTask
 
 
-def _publish(message: dict[str, Any]) -> None:
+@contextmanager
+def _publisher() -> Iterator[events.Publish]:
+    """Publish outbox rows as `EVENTS_TASK` messages on `EVENTS_QUEUE` (CONTRACT.md), through
+    one producer for the whole relay.
+
+    The message is Celery's own (the one `send_task` builds) with the event id as its task
+    id, so a republished event is recognisable by either. No `task-sent` monitoring event is
+    sent for it: these messages are for other services, not tasks this fleet runs, and that
+    event cost more CPU than the message itself.
+    """
     settings = get_settings()
-    app.send_task(settings.events_task, args=[message], queue=settings.events_queue)
+    name, queue = settings.events_task, settings.events_queue
+    with app.producer_or_acquire() as producer:
+
+        def publish(message: dict[str, Any]) -> None:
+            task_message = app.amqp.create_task_message(
+                message["id"],
+                name,
+                [message],
+                {},
+                argsrepr=f"[{message['type']} {message['id']}]",
+                kwargsrepr="{}",
+                create_sent_event=False,
+            )
+            app.amqp.send_task_message(producer, name, task_message, queue=queue, retry=True)
+
+        yield publish
 
 
 @app.task(name="balance.events.relay", base=DbTask, bind=True)
 def relay(self: DbTask) -> dict[str, Any]:
-    return {"published": events.relay(self.uow, _publish, now())}
+    with _publisher() as publish:
+        return {"published": events.relay(self.uow, publish, now())}
