@@ -301,6 +301,11 @@ def main() -> int:
     parser.add_argument("--due-every", type=int, default=100, help="1 in N accounts is due")
     parser.add_argument("--skip-build", action="store_true")
     parser.add_argument("--crossings", type=int, default=100)
+    parser.add_argument(
+        "--runs",
+        default="noop,0,300",
+        help="which fleet runs to make (comma-separated: noop, 0, 300); the rest show n/a",
+    )
     args = parser.parse_args()
     env = setup_env()
     sys.path.insert(0, str(ROOT))
@@ -315,11 +320,17 @@ def main() -> int:
     reset_charges()
     select_ms, due = selection_ms()
     watch = ConnectionWatch()
-    ceiling = noop_rate(env, due, watch)
-    reset_charges()
-    t0, rate0, _ = charge_run(env, 0, due, watch)
-    reset_charges()
-    t300, rate300, lat = charge_run(env, 300, due, watch, crossings=args.crossings)
+    runs = set(args.runs.split(","))
+    nan = float("nan")
+    ceiling = noop_rate(env, due, watch) if "noop" in runs else nan
+    t0 = rate0 = t300 = rate300 = nan
+    lat: list[float] = []
+    if "0" in runs:
+        reset_charges()
+        t0, rate0, _ = charge_run(env, 0, due, watch)
+    if "300" in runs:
+        reset_charges()
+        t300, rate300, lat = charge_run(env, 300, due, watch, crossings=args.crossings)
     lat.sort()
     p50 = statistics.median(lat) if lat else float("nan")
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
@@ -355,7 +366,8 @@ def main() -> int:
     print(
         f"\nauto-reload benchmark, {datetime.now(UTC):%Y-%m-%d}, {platform.node()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, fleet: {WORKERS} "
-        f"workers x {CONCURRENCY} threads, DB pool {POOL}"
+        f"workers x {CONCURRENCY} threads, DB pool {POOL}, "
+        f"AUTO_RELOAD_BATCH_SIZE={os.environ.get('AUTO_RELOAD_BATCH_SIZE', '20')}"
     )
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}} | {'result':>12} | {'detail':<32} | target")

@@ -77,6 +77,7 @@ app.conf.update(
         "balance.auto_reload.reload_now": {"queue": settings.urgent_queue},
         # A sweep's thousands of reloads wait in their own queue: debits never queue behind.
         "balance.auto_reload.reload": {"queue": settings.bulk_queue},
+        "balance.auto_reload.reload_batch": {"queue": settings.bulk_queue},
     },
     worker_send_task_events=True,
     task_send_sent_event=True,

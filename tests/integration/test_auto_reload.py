@@ -195,9 +195,10 @@ def test_sweep_selects_exactly_the_due_accounts() -> None:
 
     result, sent = _sweep(T0)
     assert result == {"due": 2, "queued": 2}
-    assert sorted(a[0] for _, a, _ in sent) == sorted([due_plain, depleted])
-    assert {name for name, _, _ in sent} == {"balance.auto_reload.reload"}
-    assert all(k == {"as_of": T0.isoformat()} for _, _, k in sent)
+    [(name, (batch,), kwargs)] = sent  # both in one message
+    assert name == "balance.auto_reload.reload_batch"
+    assert sorted(batch) == sorted([due_plain, depleted])
+    assert kwargs == {"as_of": T0.isoformat()}
 
     later, _ = _sweep(T0 + timedelta(hours=6))  # back-off and cap periods are over
     assert later["due"] == 4
@@ -474,3 +475,117 @@ def test_admin_suspension_stops_automatic_charging() -> None:
         )
     assert _reload(account_id, T0)["reason"] == "suspended_by_operator"
     assert _count(Charge) == 0
+
+
+def test_sweep_sends_every_due_account_once_in_batches_of_the_configured_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AUTO_RELOAD_BATCH_SIZE", "3")
+    reset_settings()
+    due = []
+    for _ in range(7):
+        account_id, _ = _account()
+        _configure(account_id, threshold="10", amount="20")
+        due.append(account_id)
+    result, sent = _sweep(T0)
+    assert result == {"due": 7, "queued": 7}
+    batches = [a[0] for _, a, _ in sent]
+    assert [len(b) for b in batches] == [3, 3, 1]
+    assert sorted(i for b in batches for i in b) == sorted(due)
+    assert {name for name, _, _ in sent} == {auto_reload.RELOAD_BATCH_TASK}
+
+
+def _batch(ids: Any, **kw: Any) -> tuple[dict[str, Any], list[Any]]:
+    sent: list[Any] = []
+    with unit_of_work(dispatch=lambda n, a, k: sent.append((n, a, k))) as uow:
+        result = auto_reload.reload_batch(uow, ids, T0, **{"budget_seconds": 60.0, **kw})
+    return result, sent
+
+
+def test_a_batch_reloads_each_account_and_one_failure_does_not_stop_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, _ = _account()
+    broken, _ = _account()
+    last, _ = _account()
+    above, _ = _account(balance="50")
+    for account_id in (first, broken, last, above):
+        _configure(account_id, threshold="10", amount="20")
+    real = auto_reload.reload
+
+    def failing(uow: Any, account_id: Any, as_of: Any = None) -> dict[str, Any]:
+        if account_id == broken:
+            ledger.lock_account(uow.session, account_id).balance = Decimal("999")  # rolled back
+            raise RuntimeError("a bug in one account's reload")
+        return real(uow, account_id, as_of)
+
+    monkeypatch.setattr(auto_reload, "reload", failing)
+    result, _ = _batch([first, broken, last, above, "acc_missing"])
+    assert result == {
+        "accounts": 5,
+        "succeeded": 2,
+        "skipped": 1,
+        "failed": 2,
+        "handed_on": 0,
+    }
+    assert _get(first).balance == Decimal("20.00") and _get(last).balance == Decimal("20.00")
+    assert _get(broken).balance == Decimal("0")  # its change was rolled back
+    with unit_of_work() as uow:
+        assert ledger.audit(uow.session)["ok"]
+
+
+def test_a_batch_past_its_time_budget_hands_the_rest_on_after_commit() -> None:
+    ids = []
+    for _ in range(4):
+        account_id, _ = _account()
+        _configure(account_id, threshold="10", amount="20")
+        ids.append(account_id)
+    ticks = iter([0.0, 1.0, 31.0, 99.0])  # start, before the 2nd, before the 3rd (over 30 s)
+    result, sent = _batch(ids, budget_seconds=30.0, monotonic=lambda: next(ticks))
+    assert result["succeeded"] == 2 and result["handed_on"] == 2
+    hand_on = [(n, a, k) for n, a, k in sent if n == auto_reload.RELOAD_BATCH_TASK]
+    assert hand_on == [(auto_reload.RELOAD_BATCH_TASK, (ids[2:],), {"as_of": T0.isoformat()})]
+    assert [_get(i).balance for i in ids] == [Decimal("20.00")] * 2 + [Decimal("0")] * 2
+
+    again, _ = _batch(ids)  # the handed-on message, or a redelivery: each account once
+    assert again["succeeded"] == 2 and again["skipped"] == 2
+    with unit_of_work() as uow:
+        count = uow.session.scalar(
+            select(func.count()).select_from(Charge).where(Charge.account_id.in_(ids))
+        )
+    assert count == 4
+
+
+def test_a_lost_database_connection_stops_the_batch_for_a_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    ids = []
+    for _ in range(3):
+        account_id, _ = _account()
+        _configure(account_id, threshold="10", amount="20")
+        ids.append(account_id)
+    real = auto_reload.reload
+    calls: list[str] = []
+
+    def flaky(uow: Any, account_id: Any, as_of: Any = None) -> dict[str, Any]:
+        calls.append(account_id)
+        if account_id == ids[1]:
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+        return real(uow, account_id, as_of)
+
+    monkeypatch.setattr(auto_reload, "reload", flaky)
+    with pytest.raises(OperationalError):
+        _batch(ids)
+    assert calls == ids[:2]  # stopped at the lost connection; the task's retry reruns it
+    monkeypatch.setattr(auto_reload, "reload", real)
+    retried, _ = _batch(ids)
+    assert retried["succeeded"] == 2 and retried["skipped"] == 1
+
+
+@pytest.mark.parametrize("ids", ["acc_1", [1, 2], None])
+def test_a_batch_of_something_else_than_account_ids_is_refused(ids: Any) -> None:
+    with pytest.raises(ValidationError) as err:
+        _batch(ids)
+    assert err.value.field == "account_ids"

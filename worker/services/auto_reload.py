@@ -12,12 +12,14 @@ Guard clauses encode what others paid for (DESIGN.md §7, lago's threshold top-u
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, or_, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from config import get_settings
@@ -25,7 +27,7 @@ from worker import clock
 from worker.clock import isoformat
 from worker.db.models import Account, Charge, PaymentMethod
 from worker.db.session import UnitOfWork
-from worker.errors import NotFound, ValidationError
+from worker.errors import DomainError, NotFound, ValidationError
 from worker.money import format_amount, parse_amount
 from worker.psp.registry import get_adapter
 from worker.services import accounts, charges, events, ledger, notices, payment_methods, usage
@@ -33,6 +35,7 @@ from worker.services import accounts, charges, events, ledger, notices, payment_
 log = logging.getLogger(__name__)
 
 RELOAD_TASK = "balance.auto_reload.reload"
+RELOAD_BATCH_TASK = "balance.auto_reload.reload_batch"  # the sweep's reloads, a batch a message
 RELOAD_NOW_TASK = usage.RELOAD_NOW_TASK  # on-debit: routed to the urgent queue
 PURPOSE = "auto_reload"
 OPEN = ("processing", "unknown", "pending", "not_attempted")
@@ -130,13 +133,70 @@ def due_query(as_of: datetime) -> Any:
 
 
 def sweep(uow: UnitOfWork, as_of: datetime) -> dict[str, int]:
-    """Enqueue one reload per due account, after commit. Safe to run twice: the reload
-    itself is guarded under the account's row lock."""
+    """Enqueue one reload per due account, after commit, `AUTO_RELOAD_BATCH_SIZE` accounts
+    to a message. Safe to run twice: each reload is guarded under the account's row lock.
+
+    Why batches: a Celery message costs about as much CPU as the reload it carries; one
+    message per account halved the fleet's charge rate. Each account still gets its own
+    reload, in its own transactions (`reload_batch`)."""
     ids = list(uow.session.scalars(due_query(as_of)))
-    for account_id in ids:
-        uow.enqueue(RELOAD_TASK, account_id, as_of=isoformat(as_of))
+    size = get_settings().auto_reload_batch_size
+    for start in range(0, len(ids), size):
+        uow.enqueue(RELOAD_BATCH_TASK, ids[start : start + size], as_of=isoformat(as_of))
     log.info("auto-reload sweep as of %s: %d due", isoformat(as_of), len(ids))
     return {"due": len(ids), "queued": len(ids)}
+
+
+def reload_batch(
+    uow: UnitOfWork,
+    account_ids: list[str],
+    as_of: datetime | None = None,
+    *,
+    budget_seconds: float,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """One reload per account, one after another, each in its own transactions.
+
+    An account's failure is rolled back, logged and counted; the others go on (its next
+    chance is the next sweep, or the janitor for a charge already sent). A lost database
+    connection stops the batch and is raised, so the task retries it: accounts already
+    reloaded are then skipped under their lock. Once `budget_seconds` have passed (a slow
+    PSP), the rest is handed on in a new message after commit, so no run nears the task
+    time limit or the broker's visibility timeout.
+    """
+    if not isinstance(account_ids, list | tuple) or not all(
+        isinstance(i, str) for i in account_ids
+    ):
+        raise ValidationError("account_ids", "must be a list of account ids")
+    started = monotonic()
+    counts: dict[str, int] = {"accounts": len(account_ids), "failed": 0, "handed_on": 0}
+    for index, account_id in enumerate(account_ids):
+        if index and monotonic() - started >= budget_seconds:
+            rest = list(account_ids[index:])
+            uow.enqueue(
+                RELOAD_BATCH_TASK, rest, as_of=isoformat(as_of) if as_of is not None else None
+            )
+            counts["handed_on"] = len(rest)
+            break
+        try:
+            status = reload(uow, account_id, as_of)["status"]
+            uow.commit()
+        except OperationalError:
+            uow.rollback()
+            raise
+        except DomainError as exc:  # e.g. an account removed since the sweep: no traceback
+            uow.rollback()
+            log.warning("auto-reload of %s refused: %s", account_id, exc)
+            counts["failed"] += 1
+            continue
+        except Exception:
+            uow.rollback()
+            log.exception("auto-reload of %s failed; the next sweep tries again", account_id)
+            counts["failed"] += 1
+            continue
+        counts[status] = counts.get(status, 0) + 1
+    uow.commit()
+    return counts
 
 
 # --- one reload ------------------------------------------------------------------------------

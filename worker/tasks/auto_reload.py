@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from config import get_settings
 from worker.celery import app
 from worker.clock import parse_as_of
 from worker.services import auto_reload
@@ -18,6 +19,18 @@ def sweep(self: DbTask, as_of: str | None = None) -> dict[str, Any]:
 @app.task(name="balance.auto_reload.reload", base=DbTask, bind=True, ignore_result=True)
 def reload(self: DbTask, account_id: str, as_of: str | None = None) -> dict[str, Any]:
     return auto_reload.reload(self.uow, account_id, parse_as_of(as_of) if as_of else None)
+
+
+@app.task(name="balance.auto_reload.reload_batch", base=DbTask, bind=True, ignore_result=True)
+def reload_batch(self: DbTask, account_ids: list[str], as_of: str | None = None) -> dict[str, Any]:
+    """The sweep's reloads, a batch to a message; the rest is handed on after half the soft
+    time limit."""
+    return auto_reload.reload_batch(
+        self.uow,
+        account_ids,
+        parse_as_of(as_of) if as_of else None,
+        budget_seconds=get_settings().task_soft_time_limit_seconds / 2,
+    )
 
 
 @app.task(name="balance.auto_reload.reload_now", base=DbTask, bind=True, ignore_result=True)
