@@ -22,7 +22,8 @@ def test_each_task_lands_in_exactly_one_queue(fleet: Fleet, broker_url: str) -> 
     app.send_task("balance.events.relay")
     app.send_task("balance.auto_reload.reload_now", args=["acc_x"])
     app.send_task("balance.auto_reload.reload", args=["acc_y"])
+    app.send_task("balance.auto_reload.reload_batch", args=[["acc_z", "acc_w"]])
 
     assert client.llen("balance") == 1  # debits, top-ups, jobs
     assert client.llen("balance.urgent") == 1  # the reload of the debit that crossed
-    assert client.llen("balance.bulk") == 1  # a sweep's reloads
+    assert client.llen("balance.bulk") == 2  # a sweep's reloads
