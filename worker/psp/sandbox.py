@@ -36,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.pool import NullPool
 
 from config import Settings
 from worker.clock import now
@@ -155,21 +156,23 @@ class RemoteSide:
     def _build(self, key: tuple[int, str]) -> Engine:
         engine = self._engines.get(key)
         if engine is None:
-            engine = (
-                create_engine(self.url, pool_size=2, max_overflow=8)
-                if not self.url.startswith("sqlite")
-                else create_engine(self.url, connect_args={"timeout": 30})
-            )
-            with engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
+            if self.url.startswith("sqlite"):
+                # SQLite keeps its default transactions: one statement each there too.
+                engine = create_engine(self.url, connect_args={"timeout": 30})
+                with engine.begin() as conn:
+                    _metadata.create_all(conn, checkfirst=True)
+            else:
+                setup = create_engine(self.url, poolclass=NullPool)
+                with setup.begin() as conn:  # one process creates the table
                     conn.execute(text("SELECT pg_advisory_xact_lock(7342001)"))
-                _metadata.create_all(conn, checkfirst=True)
-            if engine.dialect.name == "postgresql":
+                    _metadata.create_all(conn, checkfirst=True)
+                setup.dispose()
+                # Every use is one statement: connections are autocommit from the start (no
+                # BEGIN/COMMIT round trips, no isolation level switched per checkout).
+                engine = create_engine(
+                    self.url, pool_size=2, max_overflow=8, isolation_level="AUTOCOMMIT"
+                )
                 ping_when_idle(engine)
-            # Every use is one statement: autocommit, no BEGIN/COMMIT round trips. (SQLite
-            # keeps its default transactions: one statement each there too.)
-            if engine.dialect.name == "postgresql":
-                engine = engine.execution_options(isolation_level="AUTOCOMMIT")
             self._engines[key] = engine
         return engine
 
