@@ -502,86 +502,153 @@ def _batch(ids: Any, **kw: Any) -> tuple[dict[str, Any], list[Any]]:
     return result, sent
 
 
-def test_a_batch_reloads_each_account_and_one_failure_does_not_stop_the_rest(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _batch_accounts() -> tuple[str, str, str, str]:
     first, _ = _account()
     broken, _ = _account()
     last, _ = _account()
     above, _ = _account(balance="50")
     for account_id in (first, broken, last, above):
         _configure(account_id, threshold="10", amount="20")
-    real = auto_reload.reload
+    return first, broken, last, above
 
-    def failing(uow: Any, account_id: Any, as_of: Any = None) -> dict[str, Any]:
-        if account_id == broken:
-            ledger.lock_account(uow.session, account_id).balance = Decimal("999")  # rolled back
-            raise RuntimeError("a bug in one account's reload")
-        return real(uow, account_id, as_of)
 
-    monkeypatch.setattr(auto_reload, "reload", failing)
+def test_a_send_failure_for_one_account_of_a_batch_does_not_stop_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.psp.sandbox import RemoteSide
+
+    first, broken, last, above = _batch_accounts()
+    real = RemoteSide.charge
+
+    def failing(self: RemoteSide, request: Any) -> Any:
+        if broken in request.idempotency_key:
+            raise RuntimeError("a bug in the adapter")  # (a timeout is data: `unknown`)
+        return real(self, request)
+
+    monkeypatch.setattr(RemoteSide, "charge", failing)
     result, _ = _batch([first, broken, last, above, "acc_missing"])
-    assert result == {
-        "accounts": 5,
-        "succeeded": 2,
-        "skipped": 1,
-        "failed": 2,
-        "handed_on": 0,
-    }
+    assert result == {"accounts": 5, "succeeded": 2, "skipped": 1, "failed": 2, "handed_on": 0}
     assert _get(first).balance == Decimal("20.00") and _get(last).balance == Decimal("20.00")
-    assert _get(broken).balance == Decimal("0")  # its change was rolled back
+    assert _get(broken).balance == Decimal("0")
     with unit_of_work() as uow:
+        [charge] = uow.session.scalars(select(Charge).where(Charge.account_id == broken)).all()
+        assert charge.status == "processing"  # committed before the call: the janitor's now
         assert ledger.audit(uow.session)["ok"]
 
 
-def test_a_batch_past_its_time_budget_hands_the_rest_on_after_commit() -> None:
+def test_a_planning_failure_in_a_batch_falls_back_to_one_account_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, broken, last, above = _batch_accounts()
+    real = auto_reload._plan
+
+    def failing(uow: Any, account: Account, *args: Any) -> Any:
+        if account.id == broken:
+            account.balance = Decimal("999")  # must be rolled back
+            raise RuntimeError("a bug in one account's guards")
+        return real(uow, account, *args)
+
+    monkeypatch.setattr(auto_reload, "_plan", failing)
+    result, _ = _batch([first, broken, last, above])
+    assert result == {"accounts": 4, "succeeded": 2, "skipped": 1, "failed": 1, "handed_on": 0}
+    assert _get(first).balance == Decimal("20.00") and _get(last).balance == Decimal("20.00")
+    assert _get(broken).balance == Decimal("0")
+    with unit_of_work() as uow:
+        charged = uow.session.scalars(select(Charge.account_id)).all()
+        assert sorted(charged) == sorted([first, last])  # each once, nothing for `broken`
+        assert ledger.audit(uow.session)["ok"]
+
+
+def test_a_batch_shrinks_its_chunks_to_the_budget_then_hands_the_rest_on_after_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     ids = []
-    for _ in range(4):
+    for _ in range(6):
         account_id, _ = _account()
         _configure(account_id, threshold="10", amount="20")
         ids.append(account_id)
-    ticks = iter([0.0, 1.0, 31.0, 99.0])  # start, before the 2nd, before the 3rd (over 30 s)
+    monkeypatch.setattr(auto_reload, "PLAN_CHUNK", 2)
+    chunks: list[int] = []
+    real = auto_reload._reload_chunk
+
+    def spy(uow: Any, chunk: list[str], as_of: Any) -> Any:
+        chunks.append(len(chunk))
+        return real(uow, chunk, as_of)
+
+    monkeypatch.setattr(auto_reload, "_reload_chunk", spy)
+    # start; chunk 1 takes 10 s (5 s an account); chunk 2 takes 16 s (8 s an account), so
+    # 4 s left fit one account; at 31 s the budget of 30 s is spent.
+    ticks = iter([0.0, 0.0, 0.0, 10.0, 10.0, 10.0, 26.0, 26.0, 26.0, 29.0, 31.0])
     result, sent = _batch(ids, budget_seconds=30.0, monotonic=lambda: next(ticks))
-    assert result["succeeded"] == 2 and result["handed_on"] == 2
+    assert chunks == [2, 2, 1]
+    assert result["succeeded"] == 5 and result["handed_on"] == 1
     hand_on = [(n, a, k) for n, a, k in sent if n == auto_reload.RELOAD_BATCH_TASK]
-    assert hand_on == [(auto_reload.RELOAD_BATCH_TASK, (ids[2:],), {"as_of": T0.isoformat()})]
-    assert [_get(i).balance for i in ids] == [Decimal("20.00")] * 2 + [Decimal("0")] * 2
+    assert hand_on == [(auto_reload.RELOAD_BATCH_TASK, (ids[5:],), {"as_of": T0.isoformat()})]
+    assert [_get(i).balance for i in ids] == [Decimal("20.00")] * 5 + [Decimal("0")]
 
     again, _ = _batch(ids)  # the handed-on message, or a redelivery: each account once
-    assert again["succeeded"] == 2 and again["skipped"] == 2
+    assert again["succeeded"] == 1 and again["skipped"] == 5
     with unit_of_work() as uow:
         count = uow.session.scalar(
             select(func.count()).select_from(Charge).where(Charge.account_id.in_(ids))
         )
-    assert count == 4
+    assert count == 6
 
 
-def test_a_lost_database_connection_stops_the_batch_for_a_retry(
+def test_a_lost_database_connection_stops_the_batch_and_the_janitor_settles_what_it_left(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import time_machine
     from sqlalchemy.exc import OperationalError
+
+    from worker import clock
 
     ids = []
     for _ in range(3):
         account_id, _ = _account()
         _configure(account_id, threshold="10", amount="20")
         ids.append(account_id)
-    real = auto_reload.reload
-    calls: list[str] = []
+    ids.sort()  # the order the batch plans and sends them in
+    real = charges.apply
 
-    def flaky(uow: Any, account_id: Any, as_of: Any = None) -> dict[str, Any]:
-        calls.append(account_id)
-        if account_id == ids[1]:
-            raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
-        return real(uow, account_id, as_of)
+    def flaky(uow: Any, charge_id: str, result: Any, now: datetime) -> Any:
+        if uow.session.get(Charge, charge_id).account_id == ids[1]:
+            raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+        return real(uow, charge_id, result, now)
 
-    monkeypatch.setattr(auto_reload, "reload", flaky)
-    with pytest.raises(OperationalError):
+    monkeypatch.setattr(charges, "apply", flaky)
+    with pytest.raises(OperationalError):  # the task retries the batch
         _batch(ids)
-    assert calls == ids[:2]  # stopped at the lost connection; the task's retry reruns it
-    monkeypatch.setattr(auto_reload, "reload", real)
+    monkeypatch.setattr(charges, "apply", real)
+    assert [_get(i).balance for i in ids] == [Decimal("20.00"), Decimal("0"), Decimal("0")]
+
+    # The retry: the first is above its threshold; the other two have a charge in flight
+    # (the second was charged at the PSP, the third never sent): no second charge for any.
     retried, _ = _batch(ids)
-    assert retried["succeeded"] == 2 and retried["skipped"] == 1
+    assert retried["skipped"] == 3
+
+    # Past the lease the janitor looks both up: the PSP's success is credited, the charge
+    # it never received is closed, and the next sweep reloads that account.
+    later = clock.now() + timedelta(minutes=10)
+    with time_machine.travel(later), unit_of_work() as uow:
+        assert charges.sync_pending(uow, later) == {"checked": 2, "resolved": 2}
+    assert [_get(i).balance for i in ids] == [Decimal("20.00"), Decimal("20.00"), Decimal("0")]
+    result, sent = _sweep(later)
+    assert result["due"] == 1 and sent[0][1] == ([ids[2]],)
+    assert _batch(ids[2:])[0]["succeeded"] == 1
+    with unit_of_work() as uow:
+        statuses = uow.session.execute(
+            select(Charge.account_id, Charge.status).order_by(Charge.created_at)
+        ).all()
+        assert sorted(statuses) == sorted(
+            [
+                (ids[0], "succeeded"),
+                (ids[1], "succeeded"),
+                (ids[2], "failed"),
+                (ids[2], "succeeded"),
+            ]
+        )
+        assert ledger.audit(uow.session)["ok"]
 
 
 @pytest.mark.parametrize("ids", ["acc_1", [1, 2], None])

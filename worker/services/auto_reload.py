@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -29,6 +30,7 @@ from worker.db.models import Account, Charge, PaymentMethod
 from worker.db.session import UnitOfWork
 from worker.errors import DomainError, NotFound, ValidationError
 from worker.money import format_amount, parse_amount
+from worker.psp.base import ChargeRequest
 from worker.psp.registry import get_adapter
 from worker.services import accounts, charges, events, ledger, notices, payment_methods, usage
 
@@ -147,6 +149,9 @@ def sweep(uow: UnitOfWork, as_of: datetime) -> dict[str, int]:
     return {"due": len(ids), "queued": len(ids)}
 
 
+PLAN_CHUNK = 10  # accounts planned in one transaction (their rows locked together)
+
+
 def reload_batch(
     uow: UnitOfWork,
     account_ids: list[str],
@@ -155,14 +160,15 @@ def reload_batch(
     budget_seconds: float,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """One reload per account, one after another, each in its own transactions.
+    """One reload per account: up to `PLAN_CHUNK` accounts planned in one transaction, then
+    each charge sent and recorded in its own (`_reload_together`).
 
     An account's failure is rolled back, logged and counted; the others go on (its next
     chance is the next sweep, or the janitor for a charge already sent). A lost database
     connection stops the batch and is raised, so the task retries it: accounts already
     reloaded are then skipped under their lock. Once `budget_seconds` have passed (a slow
-    PSP), the rest is handed on in a new message after commit, so no run nears the task
-    time limit or the broker's visibility timeout.
+    PSP), the rest is handed on in a new message after commit; chunks shrink to what the
+    slowest account so far says fits in the budget left.
     """
     if not isinstance(account_ids, list | tuple) or not all(
         isinstance(i, str) for i in account_ids
@@ -170,33 +176,64 @@ def reload_batch(
         raise ValidationError("account_ids", "must be a list of account ids")
     started = monotonic()
     counts: dict[str, int] = {"accounts": len(account_ids), "failed": 0, "handed_on": 0}
-    for index, account_id in enumerate(account_ids):
-        if index and monotonic() - started >= budget_seconds:
-            rest = list(account_ids[index:])
+    remaining = list(account_ids)
+    per_account = 0.0  # the slowest account so far, in seconds
+    while remaining:
+        spent = monotonic() - started
+        if len(remaining) < len(account_ids) and spent >= budget_seconds:
             uow.enqueue(
-                RELOAD_BATCH_TASK, rest, as_of=isoformat(as_of) if as_of is not None else None
+                RELOAD_BATCH_TASK, remaining, as_of=isoformat(as_of) if as_of is not None else None
             )
-            counts["handed_on"] = len(rest)
+            counts["handed_on"] = len(remaining)
             break
+        size = PLAN_CHUNK
+        if per_account > 0:
+            size = max(1, min(PLAN_CHUNK, int((budget_seconds - spent) / per_account)))
+        chunk, remaining = remaining[:size], remaining[size:]
+        chunk_started = monotonic()
+        for account_id, outcome in _reload_chunk(uow, chunk, as_of).items():
+            if isinstance(outcome, Exception):
+                counts["failed"] += 1
+                if isinstance(outcome, DomainError):  # e.g. an account removed since the sweep
+                    log.warning("auto-reload of %s refused: %s", account_id, outcome)
+                else:
+                    log.error(
+                        "auto-reload of %s failed; the next sweep tries again",
+                        account_id,
+                        exc_info=outcome,
+                    )
+            else:
+                counts[outcome["status"]] = counts.get(outcome["status"], 0) + 1
+        per_account = max(per_account, (monotonic() - chunk_started) / len(chunk))
+    uow.commit()
+    return counts
+
+
+def _reload_chunk(
+    uow: UnitOfWork, chunk: list[str], as_of: datetime | None
+) -> dict[str, dict[str, Any] | Exception]:
+    """The chunk together; if planning it failed, each account alone, so one account's
+    problem never stops the others."""
+    try:
+        return _reload_together(uow, chunk, as_of)
+    except OperationalError:
+        uow.rollback()
+        raise
+    except Exception:
+        uow.rollback()
+        log.warning("auto-reload: planning %d accounts together failed; one at a time", len(chunk))
+    outcomes: dict[str, dict[str, Any] | Exception] = {}
+    for account_id in chunk:
         try:
-            status = reload(uow, account_id, as_of)["status"]
+            outcomes[account_id] = reload(uow, account_id, as_of)
             uow.commit()
         except OperationalError:
             uow.rollback()
             raise
-        except DomainError as exc:  # e.g. an account removed since the sweep: no traceback
+        except Exception as exc:
             uow.rollback()
-            log.warning("auto-reload of %s refused: %s", account_id, exc)
-            counts["failed"] += 1
-            continue
-        except Exception:
-            uow.rollback()
-            log.exception("auto-reload of %s failed; the next sweep tries again", account_id)
-            counts["failed"] += 1
-            continue
-        counts[status] = counts.get(status, 0) + 1
-    uow.commit()
-    return counts
+            outcomes[account_id] = exc
+    return outcomes
 
 
 # --- one reload ------------------------------------------------------------------------------
@@ -257,16 +294,47 @@ def _capped(
 
 
 _COUNTED = Charge.status.in_(COUNTED)
-# This account's reloads: how many are open, and what the caps count (built once).
-_RELOADS_SO_FAR = select(
-    func.count().filter(Charge.status.in_(OPEN)),
-    func.count().filter(_COUNTED, Charge.created_at >= bindparam("day")),
-    func.coalesce(
-        func.sum(Charge.amount).filter(_COUNTED, Charge.created_at >= bindparam("month")),
-        Decimal(0),
-    ),
-    func.count(),
-).where(Charge.account_id == bindparam("account_id"), Charge.purpose == PURPOSE)
+# Per account: its reloads that are open, and what the caps count (built once). Read after
+# the accounts are locked, so it sees every reload committed before the lock was granted.
+_RELOADS_SO_FAR = (
+    select(
+        Charge.account_id,
+        func.count().filter(Charge.status.in_(OPEN)),
+        func.count().filter(_COUNTED, Charge.created_at >= bindparam("day")),
+        func.coalesce(
+            func.sum(Charge.amount).filter(_COUNTED, Charge.created_at >= bindparam("month")),
+            Decimal(0),
+        ),
+        func.count(),
+    )
+    .where(Charge.account_id.in_(bindparam("ids", expanding=True)), Charge.purpose == PURPOSE)
+    .group_by(Charge.account_id)
+)
+_LOCK_ACCOUNTS = (
+    select(Account)
+    .where(Account.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Account.id)  # one order for every locker: batches never deadlock each other
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_METHODS = select(PaymentMethod).where(PaymentMethod.id.in_(bindparam("ids", expanding=True)))
+
+
+@dataclass(frozen=True)
+class SoFar:
+    """An account's auto-reload charges: open now, counted today and this month, ever."""
+
+    open: int = 0
+    today: int = 0
+    month: Decimal = Decimal(0)
+    earlier: int = 0
+
+
+def _reloads_so_far(session: Session, account_ids: list[str], now: datetime) -> dict[str, SoFar]:
+    rows = session.execute(
+        _RELOADS_SO_FAR, {"ids": account_ids, "day": _day_start(now), "month": _month_start(now)}
+    )
+    return {row[0]: SoFar(*row[1:]) for row in rows}
 
 
 def _open_charge(session: Session, account_id: str) -> Charge | None:
@@ -277,15 +345,46 @@ def _open_charge(session: Session, account_id: str) -> Charge | None:
     ).one_or_none()
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """A charge committed (or re-armed) under the account lock, to send after COMMIT."""
+
+    charge: Charge
+    request: ChargeRequest | None
+
+
 def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -> dict[str, Any]:
     """Charge one reload for this account if every guard passes.
 
     Guards are judged as of `as_of` (the sweep's moment: replays and tests) or the clock.
     """
-    now_fn: Callable[[], datetime] = (lambda: as_of) if as_of is not None else clock.now
+    now_fn = _clock(as_of)
     now = now_fn()
+    account = ledger.lock_account(uow.session, account_id)
+    planned = _plan(uow, account, now, None, None)
+    if not isinstance(planned, _Planned):
+        return planned
+    uow.commit()  # the charge row exists before the PSP is called; no connection is held
+    return _send(uow, planned, now_fn)
+
+
+def _clock(as_of: datetime | None) -> Callable[[], datetime]:
+    return (lambda: as_of) if as_of is not None else clock.now
+
+
+def _plan(
+    uow: UnitOfWork,
+    account: Account,
+    now: datetime,
+    so_far: SoFar | None,
+    methods: dict[str, PaymentMethod] | None,
+) -> dict[str, Any] | _Planned:
+    """Every guard, under the account's row lock; a skip, or the charge to send.
+
+    `so_far` and `methods` come read in advance for a batch of locked accounts (read after
+    the locks were granted); None reads them for this account alone.
+    """
     session = uow.session
-    account = ledger.lock_account(session, account_id)
     if not account.auto_reload_enabled:
         return _skip(account, "disabled")
     threshold, amount = account.auto_reload_threshold, account.auto_reload_amount
@@ -298,13 +397,10 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
     if account.auto_reload_capped_until and account.auto_reload_capped_until > now:
         return _skip(account, "capped")
 
-    # One read of this account's reloads: the open one (if any), and what the caps count.
     settings = get_settings()
-    open_count, today, month, earlier = session.execute(
-        _RELOADS_SO_FAR,
-        {"account_id": account.id, "day": _day_start(now), "month": _month_start(now)},
-    ).one()
-    open_charge = _open_charge(session, account.id) if open_count else None
+    if so_far is None:
+        so_far = _reloads_so_far(session, [account.id], now).get(account.id, SoFar())
+    open_charge = _open_charge(session, account.id) if so_far.open else None
     if (
         open_charge is not None
         and open_charge.status == "not_attempted"
@@ -323,6 +419,8 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
             now,
         )
         open_charge = None
+        session.flush()  # count it as before, now closed
+        so_far = _reloads_so_far(session, [account.id], now).get(account.id, SoFar())
     if open_charge is not None:
         retry_due = open_charge.status == "not_attempted" and (
             open_charge.next_attempt_at is None or open_charge.next_attempt_at <= now
@@ -339,7 +437,10 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
             now=now,
         )
     else:
-        method = session.get(PaymentMethod, account.auto_reload_method_id or "")
+        method_id = account.auto_reload_method_id or ""
+        method = (
+            methods.get(method_id) if methods is not None else session.get(PaymentMethod, method_id)
+        )
         if method is None or method.removed_at is not None:
             account.auto_reload_enabled = False
             events.record(
@@ -347,12 +448,7 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
             )
             return _skip(account, "payment_method_missing")
         total = reload_amount(account.balance, threshold, amount)
-        if open_count:  # the open charge was just closed as superseded: count it as before
-            _, today, month, earlier = session.execute(
-                _RELOADS_SO_FAR,
-                {"account_id": account.id, "day": _day_start(now), "month": _month_start(now)},
-            ).one()
-        if today >= settings.auto_reload_max_per_day:
+        if so_far.today >= settings.auto_reload_max_per_day:
             return _capped(
                 uow,
                 account,
@@ -361,7 +457,7 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
                 str(settings.auto_reload_max_per_day),
                 now,
             )
-        if month + total > settings.auto_reload_max_amount_per_month:
+        if so_far.month + total > settings.auto_reload_max_amount_per_month:
             return _capped(
                 uow,
                 account,
@@ -370,24 +466,69 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
                 format_amount(settings.auto_reload_max_amount_per_month, account.currency),
                 now,
             )
-        sequence = earlier + 1
         charge, must_call = charges.begin(
             uow,
             account_id=account.id,
             amount=format_amount(total),
-            idempotency_key=f"auto_reload:{account.id}:{sequence}",
+            idempotency_key=f"auto_reload:{account.id}:{so_far.earlier + 1}",
             payment_method_id=method.id,
             purpose=PURPOSE,
             now=now,
             method=method,  # a new key under the account lock: insert it straight away
         )
-    request = charges.request_for(session, charge) if must_call else None
-    uow.commit()  # the charge row exists before the PSP is called; no connection is held
-    if request is not None:
-        result = get_adapter(charge.psp).charge(request)
+    return _Planned(charge, charges.request_for(session, charge) if must_call else None)
+
+
+def _send(uow: UnitOfWork, planned: _Planned, now_fn: Callable[[], datetime]) -> dict[str, Any]:
+    """Call the PSP (no transaction open) and record its answer."""
+    charge = planned.charge
+    if planned.request is not None:
+        result = get_adapter(charge.psp).charge(planned.request)
         charge = charges.apply(uow, charge.id, result, now_fn())
         uow.commit()
     return {"account_id": charge.account_id, **charges.view(charge), "charge_id": charge.id}
+
+
+def _reload_together(
+    uow: UnitOfWork, account_ids: list[str], as_of: datetime | None
+) -> dict[str, dict[str, Any] | Exception]:
+    """Reload several accounts: their guards and charge rows in one transaction (the accounts
+    locked in id order, their reloads and payment methods read in one statement each), then
+    each PSP call and its answer in a transaction of its own.
+
+    What an account's reload returned, or the exception that ended it. An exception while
+    planning rolls the shared transaction back and raises: the caller then reloads the
+    accounts one at a time.
+    """
+    session = uow.session
+    now_fn = _clock(as_of)
+    now = now_fn()
+    ids = sorted(set(account_ids))
+    locked = list(session.scalars(_LOCK_ACCOUNTS, {"ids": ids}))
+    so_far = _reloads_so_far(session, [a.id for a in locked], now)
+    wanted = sorted({a.auto_reload_method_id for a in locked if a.auto_reload_method_id})
+    methods = {m.id: m for m in session.scalars(_METHODS, {"ids": wanted})} if wanted else {}
+    outcomes: dict[str, dict[str, Any] | Exception] = {
+        i: NotFound("account_id", f"no account {i[:60]!r}") for i in ids
+    }
+    planned: list[_Planned] = []
+    for account in locked:
+        step = _plan(uow, account, now, so_far.get(account.id, SoFar()), methods)
+        if isinstance(step, _Planned):
+            planned.append(step)
+        else:
+            outcomes[account.id] = step
+    uow.commit()  # every charge row exists before its PSP call
+    for step in planned:
+        try:
+            outcomes[step.charge.account_id] = _send(uow, step, now_fn)
+        except OperationalError:
+            uow.rollback()
+            raise
+        except Exception as exc:
+            uow.rollback()
+            outcomes[step.charge.account_id] = exc
+    return outcomes
 
 
 # --- what an outcome means for the policy (called by charges.apply) ---------------------------
