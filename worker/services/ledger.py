@@ -13,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, case, func, insert, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from config import get_settings
 from worker.clock import isoformat
@@ -157,14 +157,25 @@ def post(
         description=description,
         created_at=now,
     )
+    # Core INSERTs, then the object joins the session as already stored: no ORM flush
+    # (a third of the cost of a post). The postings follow in the same round-trip style.
+    session.connection().execute(_INSERT_TXN, _txn_row(txn))
+    make_transient_to_detached(txn)
     session.add(txn)
-    session.flush()
     _post_pair(session, txn.id, account.id, counter, account.currency, amount, now)
     account.balance = account.balance + amount
     account.updated_at = now
     _apply_depletion_rule(uow, account, txn, now)
     _rearm_alert(account, txn)
     return txn
+
+
+_TXN_TABLE = cast(Table, LedgerTransaction.__table__)
+_INSERT_TXN = insert(_TXN_TABLE)
+
+
+def _txn_row(txn: LedgerTransaction) -> dict[str, Any]:
+    return {column.key: getattr(txn, column.key) for column in _TXN_TABLE.columns}
 
 
 def _post_pair(
