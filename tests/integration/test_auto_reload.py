@@ -656,3 +656,23 @@ def test_a_batch_of_something_else_than_account_ids_is_refused(ids: Any) -> None
     with pytest.raises(ValidationError) as err:
         _batch(ids)
     assert err.value.field == "account_ids"
+
+
+def test_a_batch_whose_new_key_is_taken_fails_that_account_only() -> None:
+    first, taken, last, _ = _batch_accounts()
+    with unit_of_work() as uow:  # not through begin (it refuses reserved keys): a planted row
+        row = charges.new_row(
+            accounts.get(uow.session, taken),
+            payment_methods.default_for(uow.session, taken),
+            amount="5.00",
+            idempotency_key=f"auto_reload:{taken}:1",
+            purpose="top_up",
+            now=T0,
+        )
+        charges.insert_if_absent(uow.session, [{**row, "status": "failed"}])
+    result, _ = _batch([first, taken, last])
+    assert result == {"accounts": 3, "succeeded": 2, "failed": 1, "handed_on": 0}
+    assert _get(taken).balance == Decimal("0")
+    with unit_of_work() as uow:
+        keys = uow.session.scalars(select(Charge.idempotency_key).where(Charge.account_id == taken))
+        assert list(keys) == [f"auto_reload:{taken}:1"]  # nothing charged under it

@@ -346,6 +346,15 @@ def _open_charge(session: Session, account_id: str) -> Charge | None:
 
 
 @dataclass(frozen=True)
+class _NewCharge:
+    """A new reload's charge row, inserted with the rest of its batch in one statement."""
+
+    account: Account
+    method: PaymentMethod
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class _Planned:
     """A charge committed (or re-armed) under the account lock, to send after COMMIT."""
 
@@ -362,8 +371,9 @@ def reload(uow: UnitOfWork, account_id: object, as_of: datetime | None = None) -
     now = now_fn()
     account = ledger.lock_account(uow.session, account_id)
     planned = _plan(uow, account, now, None, None)
-    if not isinstance(planned, _Planned):
+    if isinstance(planned, dict):
         return planned
+    assert isinstance(planned, _Planned)  # alone, the row is inserted by `_plan`
     uow.commit()  # the charge row exists before the PSP is called; no connection is held
     return _send(uow, planned, now_fn)
 
@@ -378,11 +388,12 @@ def _plan(
     now: datetime,
     so_far: SoFar | None,
     methods: dict[str, PaymentMethod] | None,
-) -> dict[str, Any] | _Planned:
+) -> dict[str, Any] | _Planned | _NewCharge:
     """Every guard, under the account's row lock; a skip, or the charge to send.
 
     `so_far` and `methods` come read in advance for a batch of locked accounts (read after
-    the locks were granted); None reads them for this account alone.
+    the locks were granted), and a new charge is then returned as a row for the batch to
+    insert; None reads them for this account alone and inserts the row.
     """
     session = uow.session
     if not account.auto_reload_enabled:
@@ -466,11 +477,22 @@ def _plan(
                 format_amount(settings.auto_reload_max_amount_per_month, account.currency),
                 now,
             )
+        key = f"auto_reload:{account.id}:{so_far.earlier + 1}"
+        if methods is not None:  # a batch: its new rows go in together
+            row = charges.new_row(
+                account,
+                method,
+                amount=format_amount(total),
+                idempotency_key=key,
+                purpose=PURPOSE,
+                now=now,
+            )
+            return _NewCharge(account, method, row)
         charge, must_call = charges.begin(
             uow,
             account_id=account.id,
             amount=format_amount(total),
-            idempotency_key=f"auto_reload:{account.id}:{so_far.earlier + 1}",
+            idempotency_key=key,
             payment_method_id=method.id,
             purpose=PURPOSE,
             now=now,
@@ -512,12 +534,32 @@ def _reload_together(
         i: NotFound("account_id", f"no account {i[:60]!r}") for i in ids
     }
     planned: list[_Planned] = []
+    new: list[_NewCharge] = []
     for account in locked:
         step = _plan(uow, account, now, so_far.get(account.id, SoFar()), methods)
         if isinstance(step, _Planned):
             planned.append(step)
+        elif isinstance(step, _NewCharge):
+            new.append(step)
         else:
             outcomes[account.id] = step
+    inserted = charges.insert_if_absent(session, [n.row for n in new]) if new else {}
+    for n in new:
+        charge = inserted.get(n.row["idempotency_key"])
+        must_call = True
+        if charge is None:  # the key exists (it never should under the lock): check it
+            charge, must_call = charges.begin(
+                uow,
+                account_id=n.account.id,
+                amount=format_amount(n.row["amount"]),
+                idempotency_key=n.row["idempotency_key"],
+                payment_method_id=n.method.id,
+                purpose=PURPOSE,
+                now=now,
+            )
+        planned.append(
+            _Planned(charge, charges.request_for(session, charge) if must_call else None)
+        )
     uow.commit()  # every charge row exists before its PSP call
     for step in planned:
         try:

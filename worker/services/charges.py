@@ -180,8 +180,32 @@ _INSERT_IF_ABSENT = {
 
 def _insert_if_absent(session: Session, values: dict[str, Any]) -> Charge | None:
     """The new charge (RETURNING the row: no second read), or None when the key exists."""
+    return insert_if_absent(session, [values]).get(values["idempotency_key"])
+
+
+def insert_if_absent(session: Session, rows: list[dict[str, Any]]) -> dict[str, Charge]:
+    """New charges in one statement, by idempotency key; a key that exists is left out."""
     statement = _INSERT_IF_ABSENT[session.get_bind().dialect.name]
-    return session.scalars(statement, [values]).one_or_none()
+    return {charge.idempotency_key: charge for charge in session.scalars(statement, rows)}
+
+
+def new_row(
+    account: Any,
+    method: PaymentMethod,
+    *,
+    amount: object,
+    idempotency_key: object,
+    purpose: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The row of a charge on a payment method the caller has read, checked as `begin` does;
+    for a caller that inserts it (alone or with others) with `insert_if_absent`."""
+    key = validation.reference(idempotency_key, "idempotency_key")
+    value = chargeable_amount(amount, account.currency)
+    if method.account_id != account.id or method.removed_at is not None:
+        raise NotFound("payment_method_id", f"no payment method {method.id!r} on this account")
+    get_adapter(method.psp, "payment_method_id")  # still enabled?
+    return _new_row(account, method, purpose, value, key, now)
 
 
 def _by_key(session: Session, key: str) -> Charge | None:
@@ -226,10 +250,8 @@ def begin(
             )
 
     if method is not None:
-        if method.account_id != account.id or method.removed_at is not None:
-            raise NotFound("payment_method_id", f"no payment method {method.id!r} on this account")
-        get_adapter(method.psp, "payment_method_id")  # still enabled?
-        created = _insert_if_absent(session, _new_row(account, method, purpose, value, key, now))
+        row = new_row(account, method, amount=amount, idempotency_key=key, purpose=purpose, now=now)
+        created = _insert_if_absent(session, row)
         if created is not None:
             return created, True
     existing = _by_key(session, key)
