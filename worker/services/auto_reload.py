@@ -576,8 +576,17 @@ def _reload_together(
 # --- what an outcome means for the policy (called by charges.apply) ---------------------------
 
 
-def after_outcome(uow: UnitOfWork, charge: Charge, account: Account | None, now: datetime) -> None:
-    """Back-off, disable after N declines, soft retries, burst warning."""
+def after_outcome(
+    uow: UnitOfWork,
+    charge: Charge,
+    account: Account | None,
+    now: datetime,
+    locked: Account | None = None,
+) -> None:
+    """Back-off, disable after N declines, soft retries, burst warning.
+
+    `account`: the account a success credited; `locked`: the charge's account if the caller
+    holds its lock already."""
     settings = get_settings()
     if charge.status == "succeeded":
         if account is None:
@@ -590,7 +599,7 @@ def after_outcome(uow: UnitOfWork, charge: Charge, account: Account | None, now:
     if charge.purpose != PURPOSE:
         return
     if charge.status == "declined":
-        account = account or ledger.lock_account(uow.session, charge.account_id)
+        account = account or locked or ledger.lock_account(uow.session, charge.account_id)
         account.auto_reload_declines += 1
         account.auto_reload_backoff_until = now + timedelta(
             seconds=settings.auto_reload_backoff_seconds

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from config import get_settings
 from worker import clock
 from worker.clock import isoformat
-from worker.db.models import Charge, PaymentMethod, new_id
+from worker.db.models import Account, Charge, PaymentMethod, new_id
 from worker.db.session import UnitOfWork
 from worker.errors import IdempotencyConflict, NotFound, ValidationError
 from worker.money import exponent, format_amount, parse_amount, to_minor_units
@@ -327,8 +327,24 @@ _LOCK = (
 )
 
 
+# The charge and its account in one statement, locked in that order (charge, then account:
+# the order `apply` has always taken them in), both re-read.
+_LOCK_WITH_ACCOUNT = (
+    select(Charge, Account)
+    .join(Account, Account.id == Charge.account_id)
+    .where(Charge.id == bindparam("id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+
+
 def lock(session: Session, charge_id: str) -> Charge:
     return session.scalars(_LOCK, {"id": charge_id}).one()
+
+
+def lock_with_account(session: Session, charge_id: str) -> tuple[Charge, Account]:
+    charge, account = session.execute(_LOCK_WITH_ACCOUNT, {"id": charge_id}).one()
+    return charge, account
 
 
 def request_for(session: Session, charge: Charge) -> ChargeRequest:
@@ -344,8 +360,15 @@ def request_for(session: Session, charge: Charge) -> ChargeRequest:
 
 
 def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) -> Charge:
-    """Record a PSP answer under the charge's row lock; a resolved charge is left alone."""
-    charge = lock(uow.session, charge_id)
+    """Record a PSP answer under the charge's row lock; a resolved charge is left alone.
+
+    An answer that moves money or the policy (success, decline) locks the account with the
+    charge, in the same statement."""
+    locked: Account | None = None
+    if result.outcome in (Outcome.SUCCEEDED, Outcome.DECLINED):
+        charge, locked = lock_with_account(uow.session, charge_id)
+    else:
+        charge = lock(uow.session, charge_id)
     if charge.status in TERMINAL:
         if result.outcome is Outcome.SUCCEEDED and charge.status != "succeeded":
             _orphaned_success(uow, charge, result, now)
@@ -368,7 +391,7 @@ def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) 
     if result.outcome is not Outcome.SUCCEEDED:
         charge.psp_reference = psp_reference
     else:
-        account = ledger.lock_account(uow.session, charge.account_id)
+        account = locked or ledger.lock_account(uow.session, charge.account_id)
         txn = ledger.post(
             uow,
             account,
@@ -426,7 +449,7 @@ def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) 
     from worker.services import auto_reload  # the policy reacts to every outcome
 
     credited = account if result.outcome is Outcome.SUCCEEDED else None
-    auto_reload.after_outcome(uow, charge, credited, now)
+    auto_reload.after_outcome(uow, charge, credited, now, locked=locked)
     return charge
 
 
