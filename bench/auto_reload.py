@@ -32,9 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 DB_NAME = "bw_bench_ar"
-WORKERS = 2
-CONCURRENCY = 40
-POOL = {"DB_POOL_SIZE": "15", "DB_MAX_OVERFLOW": "5"}  # + the stub's own 10 per process
+WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "40"))  # threads per worker
+# Per worker process: 26 connections for 40 threads (a thread holds one only around its
+# transactions), + the stub PSP's own up to 10: 2 x 36 + the bench's own stays <= 80.
+POOL = {"DB_POOL_SIZE": os.environ.get("BENCH_DB_POOL_SIZE", "21"), "DB_MAX_OVERFLOW": "5"}
 
 
 def setup_env() -> dict[str, str]:
@@ -308,6 +310,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     env = setup_env()
+    from config import get_settings
+
     sys.path.insert(0, str(ROOT))
     # Workers left by an interrupted run would consume this run's queue: stop them first.
     subprocess.run(["pkill", "-9", "-f", "hostname=bench[0-9]@"], check=False)
@@ -367,7 +371,7 @@ def main() -> int:
         f"\nauto-reload benchmark, {datetime.now(UTC):%Y-%m-%d}, {platform.node()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, fleet: {WORKERS} "
         f"workers x {CONCURRENCY} threads, DB pool {POOL}, "
-        f"AUTO_RELOAD_BATCH_SIZE={os.environ.get('AUTO_RELOAD_BATCH_SIZE', '20')}"
+        f"AUTO_RELOAD_BATCH_SIZE={get_settings().auto_reload_batch_size}"
     )
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}} | {'result':>12} | {'detail':<32} | target")

@@ -140,7 +140,7 @@ class Settings(BaseSettings):
     auto_reload_soft_retry_max_seconds: int = Field(
         default=1800, alias="AUTO_RELOAD_SOFT_RETRY_MAX", ge=1
     )
-    auto_reload_batch_size: int = Field(default=20, alias="AUTO_RELOAD_BATCH_SIZE", ge=1, le=500)
+    auto_reload_batch_size: int = Field(default=40, alias="AUTO_RELOAD_BATCH_SIZE", ge=1, le=500)
     auto_reload_burst_count: int = Field(default=3, alias="AUTO_RELOAD_BURST_COUNT", ge=2)
     auto_reload_burst_window_seconds: int = Field(
         default=600, alias="AUTO_RELOAD_BURST_WINDOW", ge=1

@@ -149,7 +149,7 @@ def sweep(uow: UnitOfWork, as_of: datetime) -> dict[str, int]:
     return {"due": len(ids), "queued": len(ids)}
 
 
-PLAN_CHUNK = 10  # accounts planned in one transaction (their rows locked together)
+PLAN_CHUNK = 20  # accounts planned in one transaction (their rows locked together)
 
 
 def reload_batch(
