@@ -141,6 +141,9 @@ class Settings(BaseSettings):
         default=1800, alias="AUTO_RELOAD_SOFT_RETRY_MAX", ge=1
     )
     auto_reload_batch_size: int = Field(default=40, alias="AUTO_RELOAD_BATCH_SIZE", ge=1, le=500)
+    auto_reload_batch_seconds: int = Field(
+        default=2, alias="AUTO_RELOAD_BATCH_SECONDS", ge=1, le=3600
+    )
     auto_reload_burst_count: int = Field(default=3, alias="AUTO_RELOAD_BURST_COUNT", ge=2)
     auto_reload_burst_window_seconds: int = Field(
         default=600, alias="AUTO_RELOAD_BURST_WINDOW", ge=1

@@ -6,6 +6,7 @@ import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from celery import group
@@ -142,3 +143,56 @@ def test_decline_backoff_disable_through_the_workers_with_as_of(fleet: Fleet) ->
         assert account.auto_reload_enabled is False
         assert account.balance == Decimal("0")
     sweep_and_wait(t0 + timedelta(days=1), 0)
+
+
+def test_an_on_debit_reload_does_not_wait_behind_a_sweeps_slow_backlog(fleet: Fleet) -> None:
+    """Two worker processes, a PSP answering in 300 ms, 80 due accounts: two batches of 40,
+    12 s each if run to the end, would hold both processes until the backlog is done. Each
+    hands its rest on after AUTO_RELOAD_BATCH_SECONDS, so the debit and its reload find a
+    process while the backlog is still running."""
+    import redis
+
+    from config import get_settings
+
+    due = [_reload_account("10", "20") for _ in range(80)]
+    crossing = _reload_account("10", "20", balance="10.50")
+    redis.Redis.from_url(get_settings().effective_broker_url).delete("balance.urgent")
+    fleet.start_worker(concurrency=2, extra_env={"PSP_STUB_LATENCY_MS": "300"})
+    fleet.wait_ready()
+    assert app.send_task("balance.auto_reload.sweep").get(timeout=30)["due"] == 80
+
+    def charged(ids: list[str]) -> int:
+        with unit_of_work() as uow:
+            return int(
+                uow.session.scalar(
+                    select(func.count())
+                    .select_from(Charge)
+                    .where(Charge.account_id.in_(ids), Charge.status == "succeeded")
+                )
+                or 0
+            )
+
+    wait_for(lambda: charged(due) >= 2, 30, "the backlog to start")
+    app.send_task("balance.usage.debit", args=[crossing, "1.00", "cross-behind-backlog"])
+    wait_for(lambda: charged([crossing]) == 1, 60, "the on-debit reload")
+    wait_for(lambda: charged(due) == 80, 120, "the backlog to finish")
+    # When the PSP was called, on the real clock (the sweep's charges carry its `as_of`).
+    from worker.psp.sandbox import remote_charges
+
+    def called_at(account_ids: list[str]) -> list[Any]:
+        keys = [f"auto_reload:{a}:1" for a in account_ids]
+        with unit_of_work() as uow:
+            return list(
+                uow.session.scalars(
+                    select(remote_charges.c.created_at).where(
+                        remote_charges.c.idempotency_key.in_(keys)
+                    )
+                )
+            )
+
+    [crossing_called] = called_at([crossing])
+    backlog_called = called_at(due)
+    assert len(backlog_called) == 80
+    assert crossing_called < max(backlog_called)  # it did not wait for the backlog
+    with unit_of_work() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(Charge)) == 81

@@ -568,6 +568,7 @@ def test_a_batch_shrinks_its_chunks_to_the_budget_then_hands_the_rest_on_after_c
         _configure(account_id, threshold="10", amount="20")
         ids.append(account_id)
     monkeypatch.setattr(auto_reload, "PLAN_CHUNK", 2)
+    monkeypatch.setattr(auto_reload, "FIRST_CHUNK", 2)
     chunks: list[int] = []
     real = auto_reload._reload_chunk
 
@@ -676,3 +677,14 @@ def test_a_batch_whose_new_key_is_taken_fails_that_account_only() -> None:
     with unit_of_work() as uow:
         keys = uow.session.scalars(select(Charge.idempotency_key).where(Charge.account_id == taken))
         assert list(keys) == [f"auto_reload:{taken}:1"]  # nothing charged under it
+
+
+def test_a_batch_task_holds_its_thread_at_most_the_batch_seconds_or_half_the_soft_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.tasks.auto_reload import _batch_budget
+
+    assert _batch_budget() == 2  # AUTO_RELOAD_BATCH_SECONDS by default
+    monkeypatch.setenv("AUTO_RELOAD_BATCH_SECONDS", "500")
+    reset_settings()
+    assert _batch_budget() == 120  # half of TASK_SOFT_TIME_LIMIT (240)

@@ -21,15 +21,20 @@ def reload(self: DbTask, account_id: str, as_of: str | None = None) -> dict[str,
     return auto_reload.reload(self.uow, account_id, parse_as_of(as_of) if as_of else None)
 
 
+def _batch_budget() -> float:
+    settings = get_settings()
+    return min(settings.auto_reload_batch_seconds, settings.task_soft_time_limit_seconds / 2)
+
+
 @app.task(name="balance.auto_reload.reload_batch", base=DbTask, bind=True, ignore_result=True)
 def reload_batch(self: DbTask, account_ids: list[str], as_of: str | None = None) -> dict[str, Any]:
-    """The sweep's reloads, a batch to a message; the rest is handed on after half the soft
-    time limit."""
+    """The sweep's reloads, a batch to a message; the rest is handed on after
+    `AUTO_RELOAD_BATCH_SECONDS` (at most half the soft time limit)."""
     return auto_reload.reload_batch(
         self.uow,
         account_ids,
         parse_as_of(as_of) if as_of else None,
-        budget_seconds=get_settings().task_soft_time_limit_seconds / 2,
+        budget_seconds=_batch_budget(),
     )
 
 
