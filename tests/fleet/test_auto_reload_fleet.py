@@ -193,6 +193,7 @@ def test_an_on_debit_reload_does_not_wait_behind_a_sweeps_slow_backlog(fleet: Fl
     [crossing_called] = called_at([crossing])
     backlog_called = called_at(due)
     assert len(backlog_called) == 80
-    assert crossing_called < max(backlog_called)  # it did not wait for the backlog
+    # It did not wait for the backlog: a good part of the backlog went to the PSP after it.
+    assert sum(1 for at in backlog_called if at > crossing_called) >= 20
     with unit_of_work() as uow:
         assert uow.session.scalar(select(func.count()).select_from(Charge)) == 81

@@ -527,7 +527,7 @@ def test_a_send_failure_for_one_account_of_a_batch_does_not_stop_the_rest(
 
     monkeypatch.setattr(RemoteSide, "charge", failing)
     result, _ = _batch([first, broken, last, above, "acc_missing"])
-    assert result == {"accounts": 5, "succeeded": 2, "skipped": 1, "failed": 2, "handed_on": 0}
+    assert result == {"accounts": 5, "succeeded": 2, "skipped": 1, "errors": 2, "handed_on": 0}
     assert _get(first).balance == Decimal("20.00") and _get(last).balance == Decimal("20.00")
     assert _get(broken).balance == Decimal("0")
     with unit_of_work() as uow:
@@ -550,7 +550,7 @@ def test_a_planning_failure_in_a_batch_falls_back_to_one_account_at_a_time(
 
     monkeypatch.setattr(auto_reload, "_plan", failing)
     result, _ = _batch([first, broken, last, above])
-    assert result == {"accounts": 4, "succeeded": 2, "skipped": 1, "failed": 1, "handed_on": 0}
+    assert result == {"accounts": 4, "succeeded": 2, "skipped": 1, "errors": 1, "handed_on": 0}
     assert _get(first).balance == Decimal("20.00") and _get(last).balance == Decimal("20.00")
     assert _get(broken).balance == Decimal("0")
     with unit_of_work() as uow:
@@ -559,7 +559,7 @@ def test_a_planning_failure_in_a_batch_falls_back_to_one_account_at_a_time(
         assert ledger.audit(uow.session)["ok"]
 
 
-def test_a_batch_shrinks_its_chunks_to_the_budget_then_hands_the_rest_on_after_commit(
+def test_a_batch_sizes_its_chunks_by_the_psps_pace_then_hands_the_rest_on_after_commit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ids = []
@@ -567,33 +567,49 @@ def test_a_batch_shrinks_its_chunks_to_the_budget_then_hands_the_rest_on_after_c
         account_id, _ = _account()
         _configure(account_id, threshold="10", amount="20")
         ids.append(account_id)
-    monkeypatch.setattr(auto_reload, "PLAN_CHUNK", 2)
+    monkeypatch.setattr(auto_reload, "PLAN_CHUNK", 3)
     monkeypatch.setattr(auto_reload, "FIRST_CHUNK", 2)
     chunks: list[int] = []
+    psp_seconds = iter([2.0, 16.0, 1.0])  # 1 s an account, then 16 s for 3 (5.3 s each)
     real = auto_reload._reload_chunk
 
-    def spy(uow: Any, chunk: list[str], as_of: Any) -> Any:
+    def spy(uow: Any, chunk: list[str], as_of: Any, pace: Any) -> Any:
         chunks.append(len(chunk))
-        return real(uow, chunk, as_of)
+        outcomes = real(uow, chunk, as_of, pace)
+        pace.psp_seconds += next(psp_seconds)  # as if the PSP had taken this long
+        return outcomes
 
     monkeypatch.setattr(auto_reload, "_reload_chunk", spy)
-    # start; chunk 1 takes 10 s (5 s an account); chunk 2 takes 16 s (8 s an account), so
-    # 4 s left fit one account; at 31 s the budget of 30 s is spent.
-    ticks = iter([0.0, 0.0, 0.0, 10.0, 10.0, 10.0, 26.0, 26.0, 26.0, 29.0, 31.0])
+    # Wall clock before each chunk: 0 s; 5 s (25 s left, 1 s an account: a full chunk of
+    # 3); 22 s (8 s left at 5.3 s an account: one).
+    ticks = iter([0.0, 0.0, 5.0, 22.0])
     result, sent = _batch(ids, budget_seconds=30.0, monotonic=lambda: next(ticks))
-    assert chunks == [2, 2, 1]
-    assert result["succeeded"] == 5 and result["handed_on"] == 1
-    hand_on = [(n, a, k) for n, a, k in sent if n == auto_reload.RELOAD_BATCH_TASK]
-    assert hand_on == [(auto_reload.RELOAD_BATCH_TASK, (ids[5:],), {"as_of": T0.isoformat()})]
-    assert [_get(i).balance for i in ids] == [Decimal("20.00")] * 5 + [Decimal("0")]
+    assert chunks == [2, 3, 1]
+    assert result["succeeded"] == 6 and result["handed_on"] == 0
 
-    again, _ = _batch(ids)  # the handed-on message, or a redelivery: each account once
-    assert again["succeeded"] == 1 and again["skipped"] == 5
+    ids2 = []
+    for _ in range(4):
+        account_id, _ = _account()
+        _configure(account_id, threshold="10", amount="20")
+        ids2.append(account_id)
+    chunks.clear()
+    psp_seconds = iter([20.0, 10.0])  # 10 s an account: one at a time, then over budget
+    ticks = iter([0.0, 0.0, 21.0, 30.0])
+    result, sent = _batch(ids2, budget_seconds=30.0, monotonic=lambda: next(ticks))
+    assert chunks == [2, 1]
+    assert result["succeeded"] == 3 and result["handed_on"] == 1
+    hand_on = [(n, a, k) for n, a, k in sent if n == auto_reload.RELOAD_BATCH_TASK]
+    assert hand_on == [(auto_reload.RELOAD_BATCH_TASK, (ids2[3:],), {"as_of": T0.isoformat()})]
+    assert [_get(i).balance for i in ids2] == [Decimal("20.00")] * 3 + [Decimal("0")]
+
+    monkeypatch.setattr(auto_reload, "_reload_chunk", real)
+    again, _ = _batch(ids2)  # the handed-on message, or a redelivery: each account once
+    assert again["succeeded"] == 1 and again["skipped"] == 3
     with unit_of_work() as uow:
         count = uow.session.scalar(
-            select(func.count()).select_from(Charge).where(Charge.account_id.in_(ids))
+            select(func.count()).select_from(Charge).where(Charge.account_id.in_(ids2))
         )
-    assert count == 6
+    assert count == 4
 
 
 def test_a_lost_database_connection_stops_the_batch_and_the_janitor_settles_what_it_left(
@@ -659,7 +675,9 @@ def test_a_batch_of_something_else_than_account_ids_is_refused(ids: Any) -> None
     assert err.value.field == "account_ids"
 
 
-def test_a_batch_whose_new_key_is_taken_fails_that_account_only() -> None:
+def test_a_batch_whose_new_key_is_taken_falls_back_and_fails_that_account_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     first, taken, last, _ = _batch_accounts()
     with unit_of_work() as uow:  # not through begin (it refuses reserved keys): a planted row
         row = charges.new_row(
@@ -671,8 +689,14 @@ def test_a_batch_whose_new_key_is_taken_fails_that_account_only() -> None:
             now=T0,
         )
         charges.insert_if_absent(uow.session, [{**row, "status": "failed"}])
-    result, _ = _batch([first, taken, last])
-    assert result == {"accounts": 3, "succeeded": 2, "failed": 1, "handed_on": 0}
+    with caplog.at_level("WARNING", logger="worker.services.auto_reload"):
+        result, _ = _batch([first, taken, last])
+    assert result == {"accounts": 3, "succeeded": 2, "errors": 1, "handed_on": 0}
+    # The conflict surfaced while planning the chunk together: nothing of the chunk was
+    # written, and each account was then reloaded alone (only the taken one refused).
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("together failed (IdempotencyConflict" in m for m in messages), messages
+    assert any(f"auto-reload of {taken} refused" in m for m in messages), messages
     assert _get(taken).balance == Decimal("0")
     with unit_of_work() as uow:
         keys = uow.session.scalars(select(Charge.idempotency_key).where(Charge.account_id == taken))
@@ -688,3 +712,115 @@ def test_a_batch_task_holds_its_thread_at_most_the_batch_seconds_or_half_the_sof
     monkeypatch.setenv("AUTO_RELOAD_BATCH_SECONDS", "500")
     reset_settings()
     assert _batch_budget() == 120  # half of TASK_SOFT_TIME_LIMIT (240)
+
+
+def test_a_send_failure_leaves_no_connection_held_through_the_next_psp_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.db.session import get_engine
+    from worker.psp.sandbox import RemoteSide
+
+    first, broken, last, _ = _batch_accounts()
+    ordered = sorted([first, broken, last])
+    real = RemoteSide.charge
+    checked_out: dict[str, int] = {}
+
+    def watching(self: RemoteSide, request: Any) -> Any:
+        account_id = next(a for a in ordered if a in request.idempotency_key)
+        checked_out[account_id] = get_engine().pool.checkedout()  # type: ignore[attr-defined]
+        if account_id == ordered[1]:
+            raise RuntimeError("a bug in the adapter")
+        return real(self, request)
+
+    monkeypatch.setattr(RemoteSide, "charge", watching)
+    result, _ = _batch(ordered)
+    assert result["succeeded"] == 2 and result["errors"] == 1
+    # The batch's own connection is back in the pool during every call, also after the
+    # rollback that followed the failure (an expired object would have been reloaded).
+    assert checked_out == {a: 0 for a in ordered}
+
+
+def test_a_charge_that_waited_past_half_its_lease_is_renewed_and_one_past_it_is_not_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time_machine
+
+    from worker import clock
+    from worker.psp.sandbox import RemoteSide
+
+    ids = sorted(_batch_accounts()[:3])
+    lease = 360  # CHARGE_LEASE_SECONDS
+    start = clock.now()
+    real = RemoteSide.charge
+    sent: list[str] = []
+
+    def slow(self: RemoteSide, request: Any) -> Any:
+        sent.append(request.idempotency_key)
+        return real(self, request)
+
+    monkeypatch.setattr(RemoteSide, "charge", slow)
+    real_plan = auto_reload._plan_together
+
+    def plan_then_wait(uow: Any, account_ids: Any, as_of: Any) -> Any:
+        planned = real_plan(uow, account_ids, as_of)
+        # The chunk is committed; its sends now happen late on the real clock: the second
+        # with a third of its lease left (renewed), the third after it ran out (not sent).
+        moments = iter(
+            [
+                start + timedelta(seconds=10),
+                start + timedelta(seconds=lease * 2 // 3),
+                start + timedelta(seconds=lease + 5),
+            ]
+        )
+        original_send = auto_reload._send
+
+        def send_at(uow: Any, step: Any, now_fn: Any, pace: Any = None) -> Any:
+            with time_machine.travel(next(moments), tick=False):
+                return original_send(uow, step, now_fn, pace)
+
+        monkeypatch.setattr(auto_reload, "_send", send_at)
+        return planned
+
+    monkeypatch.setattr(auto_reload, "_plan_together", plan_then_wait)
+    result, _ = _batch(ids)
+    assert result["succeeded"] == 2 and result["errors"] == 1
+    assert [k.split(":")[1] for k in sent] == ids[:2]  # the third never reached the PSP
+    with unit_of_work() as uow:
+        by_account = dict(uow.session.execute(select(Charge.account_id, Charge)).all())
+        assert by_account[ids[1]].status == "succeeded"
+        third = by_account[ids[2]]
+        assert third.status == "processing"  # the janitor's: it finds no record, closes it
+        assert third.lease_until is not None and third.lease_until <= start + timedelta(
+            seconds=lease + 1
+        )
+
+
+def test_concurrent_batches_over_the_same_accounts_in_any_order_charge_each_once() -> None:
+    from tests.concurrency import at_once
+
+    ids = []
+    for _ in range(12):
+        account_id, _ = _account()
+        _configure(account_id, threshold="10", amount="20")
+        ids.append(account_id)
+    batches = [ids, list(reversed(ids)), ids[3:] + ids[:3], ids + ids[:5]]  # and duplicates
+
+    def run(batch: list[str]) -> dict[str, Any]:
+        with unit_of_work() as uow:
+            return auto_reload.reload_batch(uow, batch, T0, budget_seconds=60.0)
+
+    lock = threading.Lock()
+
+    def next_batch() -> dict[str, Any]:
+        with lock:
+            batch = batches.pop()
+        return run(batch)
+
+    results = at_once(next_batch, 4)
+    assert sum(r["succeeded"] for r in results) == 12
+    assert all(r["errors"] == 0 for r in results)
+    assert all(r["accounts"] == 12 for r in results)  # duplicates counted (and run) once
+    with unit_of_work() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(Charge)) == 12
+        assert ledger.audit(uow.session)["ok"]
+    assert {_get(i).balance for i in ids} == {Decimal("20.00")}

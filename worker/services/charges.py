@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, true
+from sqlalchemy import and_, bindparam, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -347,6 +347,20 @@ def lock_with_account(session: Session, charge_id: str) -> tuple[Charge, Account
     return charge, account
 
 
+def renew_lease(uow: UnitOfWork, charge_id: str, real_now: datetime) -> bool:
+    """Renew the lease of a `processing` charge whose lease still holds (so no janitor can
+    have claimed it); False when it ran out or the charge moved on. Does not commit."""
+    lease = real_now + timedelta(seconds=get_settings().charge_lease_seconds)
+    renewed = uow.session.execute(
+        update(Charge)
+        .where(Charge.id == charge_id, Charge.status == "processing", Charge.lease_until > real_now)
+        .values(lease_until=lease, next_attempt_at=lease, updated_at=real_now)
+        .returning(Charge.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return renewed is not None
+
+
 def request_for(session: Session, charge: Charge) -> ChargeRequest:
     method = session.get(PaymentMethod, charge.payment_method_id)
     assert method is not None
@@ -362,10 +376,10 @@ def request_for(session: Session, charge: Charge) -> ChargeRequest:
 def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) -> Charge:
     """Record a PSP answer under the charge's row lock; a resolved charge is left alone.
 
-    An answer that moves money or the policy (success, decline) locks the account with the
-    charge, in the same statement."""
+    A success locks the account with the charge, in the same statement (charge first, the
+    order every caller takes them in)."""
     locked: Account | None = None
-    if result.outcome in (Outcome.SUCCEEDED, Outcome.DECLINED):
+    if result.outcome is Outcome.SUCCEEDED:
         charge, locked = lock_with_account(uow.session, charge_id)
     else:
         charge = lock(uow.session, charge_id)

@@ -158,7 +158,11 @@ def post(
         created_at=now,
     )
     # Core INSERTs, then the object joins the session as already stored: no ORM flush
-    # (a third of the cost of a post). The postings follow in the same round-trip style.
+    # (a third of the cost of a post). Rows still pending in the session (a ledger account
+    # made in this transaction) are flushed first: the postings' INSERT ... SELECT and its
+    # row count must see them.
+    if session.new:
+        session.flush()
     session.connection().execute(_INSERT_TXN, _txn_row(txn))
     make_transient_to_detached(txn)
     session.add(txn)
