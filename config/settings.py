@@ -150,6 +150,7 @@ class Settings(BaseSettings):
     )
     urgent_queue: str = Field(default="balance.urgent", alias="URGENT_QUEUE")
     bulk_queue: str = Field(default="balance.bulk", alias="BULK_QUEUE")
+    outbox_queue: str = Field(default="balance.outbox", alias="OUTBOX_QUEUE")
     payment_sync_interval_seconds: int = Field(default=60, alias="PAYMENT_SYNC_INTERVAL", ge=1)
     payment_sync_attention_after: int = Field(default=8, alias="PAYMENT_SYNC_ATTENTION_AFTER", ge=1)
     alert_scan_interval_seconds: int = Field(default=3600, alias="ALERT_SCAN_INTERVAL", ge=60)

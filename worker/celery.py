@@ -68,7 +68,12 @@ app.conf.update(
     # deliver every normal task to the urgent queue too.
     task_queues=[
         Queue(q, Exchange(q), routing_key=q)
-        for q in (settings.task_queue, settings.urgent_queue, settings.bulk_queue)
+        for q in (
+            settings.task_queue,
+            settings.urgent_queue,
+            settings.bulk_queue,
+            settings.outbox_queue,
+        )
     ],
     task_default_exchange=settings.task_queue,
     task_default_routing_key=settings.task_queue,
@@ -78,6 +83,10 @@ app.conf.update(
         # A sweep's thousands of reloads wait in their own queue: debits never queue behind.
         "balance.auto_reload.reload": {"queue": settings.bulk_queue},
         "balance.auto_reload.reload_batch": {"queue": settings.bulk_queue},
+        # Outbox nudges (one a second per busy process) on their own queue: a sweep's batch
+        # hands its thread over when a debit or an on-debit reload waits, not for these.
+        "balance.events.relay": {"queue": settings.outbox_queue},
+        "balance.mail.send_pending": {"queue": settings.outbox_queue},
     },
     worker_send_task_events=True,
     task_send_sent_event=True,

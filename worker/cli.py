@@ -577,7 +577,8 @@ def run(
             "--beat",
             f"--loglevel={loglevel}",
             f"--concurrency={concurrency}",
-            f"--queues={settings.task_queue},{settings.urgent_queue},{settings.bulk_queue}",
+            f"--queues={settings.task_queue},{settings.urgent_queue},{settings.bulk_queue},"
+            f"{settings.outbox_queue}",
             f"--hostname=balance-{os.getpid()}@%h",
         ]
     )

@@ -45,8 +45,8 @@ def test_two_beats_one_dispatches_and_standby_takes_over(
         try:
             # Give the second beat several ticks: it must stay a standby.
             queue = redis.Redis.from_url(broker_url)
-            before = queue.llen("balance")
-            wait_for(lambda: queue.llen("balance") >= before + 4, 30, "more ticks of beat 1")
+            before = queue.llen("balance.outbox")  # the relay job ticks every second
+            wait_for(lambda: queue.llen("balance.outbox") >= before + 4, 30, "more ticks of beat 1")
             assert second.poll() is None, _text(second_log)
             assert SENT not in _text(second_log), "a standby beat dispatched while locked out"
 

@@ -703,15 +703,53 @@ def test_a_batch_whose_new_key_is_taken_falls_back_and_fails_that_account_only(
         assert list(keys) == [f"auto_reload:{taken}:1"]  # nothing charged under it
 
 
-def test_a_batch_task_holds_its_thread_at_most_the_batch_seconds_or_half_the_soft_limit(
+def test_a_batch_task_slices_by_the_batch_seconds_within_half_the_soft_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from worker.tasks.auto_reload import _batch_budget
+    from worker.tasks.auto_reload import _batch_budget, _batch_slice
 
-    assert _batch_budget() == 2  # AUTO_RELOAD_BATCH_SECONDS by default
+    assert (_batch_slice(), _batch_budget()) == (2, 120)  # AUTO_RELOAD_BATCH_SECONDS; 240 / 2
     monkeypatch.setenv("AUTO_RELOAD_BATCH_SECONDS", "500")
     reset_settings()
-    assert _batch_budget() == 120  # half of TASK_SOFT_TIME_LIMIT (240)
+    assert (_batch_slice(), _batch_budget()) == (120, 120)
+
+
+def test_the_batch_task_sees_interactive_work_waiting_in_redis(broker_url: str) -> None:
+    import redis
+
+    from config import get_settings
+    from worker.tasks.auto_reload import _interactive_waiting
+
+    settings = get_settings()
+    client = redis.Redis.from_url(broker_url)
+    client.delete(settings.task_queue, settings.urgent_queue, settings.bulk_queue)
+    client.lpush(settings.bulk_queue, b"a sweep's batch")
+    assert _interactive_waiting() is False  # bulk work never counts
+    for queue in (settings.urgent_queue, settings.task_queue):
+        client.lpush(queue, b"waiting")
+        assert _interactive_waiting() is True
+        client.delete(queue)
+    client.delete(settings.bulk_queue)
+
+
+def test_a_batch_hands_on_at_the_first_chunk_boundary_when_interactive_work_waits() -> None:
+    ids = []
+    for _ in range(6):
+        account_id, _ = _account()
+        _configure(account_id, threshold="10", amount="20")
+        ids.append(account_id)
+    asked: list[int] = []
+
+    def waiting() -> bool:
+        asked.append(1)
+        return True
+
+    result, sent = _batch(ids, others_waiting=waiting)
+    assert result["succeeded"] == auto_reload.FIRST_CHUNK  # one chunk, then the thread is free
+    assert result["handed_on"] == 6 - auto_reload.FIRST_CHUNK
+    assert len(asked) == 1  # asked once per chunk boundary, never before the first chunk
+    hand_on = [a for n, a, _ in sent if n == auto_reload.RELOAD_BATCH_TASK]
+    assert hand_on == [(ids[auto_reload.FIRST_CHUNK :],)]
 
 
 def test_a_send_failure_leaves_no_connection_held_through_the_next_psp_call(

@@ -160,6 +160,8 @@ def reload_batch(
     as_of: datetime | None = None,
     *,
     budget_seconds: float,
+    slice_seconds: float | None = None,
+    others_waiting: Callable[[], bool] = lambda: False,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
     """One reload per account: up to `PLAN_CHUNK` accounts planned in one transaction, then
@@ -170,21 +172,21 @@ def reload_batch(
     connection stops the batch and is raised, so the task retries it: accounts already
     reloaded are then skipped under their lock.
 
-    Once `budget_seconds` have passed, the rest is handed on in a new message after commit:
-    a worker thread is not held much longer than that by a slow PSP, so an on-debit reload
-    or a debit arriving behind a sweep's backlog soon finds a free thread (with a 300 ms PSP,
-    a batch of 40 run to the end held its thread 12 s). Chunks start at `FIRST_CHUNK`
-    accounts, then take what the PSP's pace so far (the slowest chunk's seconds per account)
-    says fits in the budget left and in half a charge lease; the budget is checked between
-    chunks, so a thread is held for the budget plus at most one chunk. The pace is the
-    PSP's, not the wall clock's: on a machine busy with the backlog itself, wall time per
-    account grows with the load, and chunks sized by it shrank to one or two accounts and
-    cost 15% of the throughput.
+    Between chunks the batch hands the rest on in a new message (after commit) when
+    `others_waiting()` says interactive work (a debit, an on-debit reload) is queued for a
+    worker thread, or once `budget_seconds` have passed. A chunk is sized to take about
+    `slice_seconds` at the PSP's pace so far (the slowest chunk's seconds per account; the
+    first is `FIRST_CHUNK` accounts), and never more than half a charge lease or the budget
+    left: queued interactive work waits for a thread about one slice, not for the backlog
+    (with a 300 ms PSP, a batch of 40 run to the end held its thread 12 s), while a batch
+    nobody waits behind keeps its chunks and its message. The pace is the PSP's, not the
+    wall clock's: under load wall time per account grows with the load itself.
     """
     if not isinstance(account_ids, list | tuple) or not all(
         isinstance(i, str) for i in account_ids
     ):
         raise ValidationError("account_ids", "must be a list of account ids")
+    slice_seconds = budget_seconds if slice_seconds is None else slice_seconds
     started = monotonic()
     remaining = list(dict.fromkeys(account_ids))  # each account once, in the order sent
     counts: dict[str, int] = {"accounts": len(remaining), "errors": 0, "handed_on": 0}
@@ -192,15 +194,17 @@ def reload_batch(
     pace = _Pace()
     while remaining:
         spent = monotonic() - started
-        if len(remaining) < counts["accounts"] and spent >= budget_seconds:
+        if len(remaining) < counts["accounts"] and (spent >= budget_seconds or others_waiting()):
             uow.enqueue(
                 RELOAD_BATCH_TASK, remaining, as_of=isoformat(as_of) if as_of is not None else None
             )
             counts["handed_on"] = len(remaining)
             break
         size = FIRST_CHUNK
-        if per_account > 0:  # what fits in the budget left, and in half a charge lease
-            fits = min(budget_seconds - spent, get_settings().charge_lease_seconds / 2)
+        if per_account > 0:  # a slice, within the budget left and half a charge lease
+            fits = min(
+                slice_seconds, budget_seconds - spent, get_settings().charge_lease_seconds / 2
+            )
             size = max(1, min(PLAN_CHUNK, int(fits / per_account)))
         chunk, remaining = remaining[:size], remaining[size:]
         psp_before = pace.psp_seconds

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from config import get_settings
@@ -7,6 +8,8 @@ from worker.celery import app
 from worker.clock import parse_as_of
 from worker.services import auto_reload
 from worker.tasks.base import DbTask
+
+log = logging.getLogger(__name__)
 
 
 @app.task(name="balance.auto_reload.sweep", base=DbTask, bind=True)
@@ -22,19 +25,45 @@ def reload(self: DbTask, account_id: str, as_of: str | None = None) -> dict[str,
 
 
 def _batch_budget() -> float:
+    """The longest a batch runs before handing the rest on: half the soft time limit."""
+    return get_settings().task_soft_time_limit_seconds / 2
+
+
+def _batch_slice() -> float:
     settings = get_settings()
-    return min(settings.auto_reload_batch_seconds, settings.task_soft_time_limit_seconds / 2)
+    return min(settings.auto_reload_batch_seconds, _batch_budget())
+
+
+def _interactive_waiting() -> bool:
+    """Is a debit, top-up, job or on-debit reload queued for a worker thread? (Redis: the
+    length of the default and urgent queues; other brokers: never asked, False.) A failed
+    look never stops a batch."""
+    settings = get_settings()
+    try:
+        with app.pool.acquire(block=True, timeout=1) as conn:
+            if conn.transport.driver_type != "redis":
+                return False
+            pipe = conn.default_channel.client.pipeline()
+            pipe.llen(settings.task_queue)
+            pipe.llen(settings.urgent_queue)
+            return any(int(n) > 0 for n in pipe.execute())
+    except Exception as exc:  # a monitoring question: a batch goes on without the answer
+        log.debug("queue length check failed: %s", exc)
+        return False
 
 
 @app.task(name="balance.auto_reload.reload_batch", base=DbTask, bind=True, ignore_result=True)
 def reload_batch(self: DbTask, account_ids: list[str], as_of: str | None = None) -> dict[str, Any]:
-    """The sweep's reloads, a batch to a message; the rest is handed on after
-    `AUTO_RELOAD_BATCH_SECONDS` (at most half the soft time limit)."""
+    """The sweep's reloads, a batch to a message. Between chunks of about
+    `AUTO_RELOAD_BATCH_SECONDS` it hands the rest on when interactive work waits for a
+    thread, and after half the soft time limit in any case."""
     return auto_reload.reload_batch(
         self.uow,
         account_ids,
         parse_as_of(as_of) if as_of else None,
         budget_seconds=_batch_budget(),
+        slice_seconds=_batch_slice(),
+        others_waiting=_interactive_waiting,
     )
 
 
