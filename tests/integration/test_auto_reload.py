@@ -482,17 +482,23 @@ def test_sweep_sends_every_due_account_once_in_batches_of_the_configured_size(
 ) -> None:
     monkeypatch.setenv("AUTO_RELOAD_BATCH_SIZE", "3")
     reset_settings()
-    due = []
-    for _ in range(7):
-        account_id, _ = _account()
-        _configure(account_id, threshold="10", amount="20")
-        due.append(account_id)
+    due = _due_accounts(7)
     result, sent = _sweep(T0)
     assert result == {"due": 7, "queued": 7}
     batches = [a[0] for _, a, _ in sent]
     assert [len(b) for b in batches] == [3, 3, 1]
     assert sorted(i for b in batches for i in b) == sorted(due)
     assert {name for name, _, _ in sent} == {auto_reload.RELOAD_BATCH_TASK}
+
+
+def _due_accounts(n: int) -> list[str]:
+    """n accounts at 0 with auto-reload on (threshold 10, amount 20): due."""
+    ids = []
+    for _ in range(n):
+        account_id, _ = _account()
+        _configure(account_id, threshold="10", amount="20")
+        ids.append(account_id)
+    return ids
 
 
 def _batch(ids: Any, **kw: Any) -> tuple[dict[str, Any], list[Any]]:
@@ -562,11 +568,7 @@ def test_a_planning_failure_in_a_batch_falls_back_to_one_account_at_a_time(
 def test_a_batch_sizes_its_chunks_by_the_psps_pace_then_hands_the_rest_on_after_commit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    ids = []
-    for _ in range(6):
-        account_id, _ = _account()
-        _configure(account_id, threshold="10", amount="20")
-        ids.append(account_id)
+    ids = _due_accounts(6)
     monkeypatch.setattr(auto_reload, "PLAN_CHUNK", 3)
     monkeypatch.setattr(auto_reload, "FIRST_CHUNK", 2)
     chunks: list[int] = []
@@ -587,11 +589,7 @@ def test_a_batch_sizes_its_chunks_by_the_psps_pace_then_hands_the_rest_on_after_
     assert chunks == [2, 3, 1]
     assert result["succeeded"] == 6 and result["handed_on"] == 0
 
-    ids2 = []
-    for _ in range(4):
-        account_id, _ = _account()
-        _configure(account_id, threshold="10", amount="20")
-        ids2.append(account_id)
+    ids2 = _due_accounts(4)
     chunks.clear()
     psp_seconds = iter([20.0, 10.0])  # 10 s an account: one at a time, then over budget
     ticks = iter([0.0, 0.0, 21.0, 30.0])
@@ -620,11 +618,7 @@ def test_a_lost_database_connection_stops_the_batch_and_the_janitor_settles_what
 
     from worker import clock
 
-    ids = []
-    for _ in range(3):
-        account_id, _ = _account()
-        _configure(account_id, threshold="10", amount="20")
-        ids.append(account_id)
+    ids = _due_accounts(3)
     ids.sort()  # the order the batch plans and sends them in
     real = charges.apply
 
@@ -733,11 +727,7 @@ def test_the_batch_task_sees_interactive_work_waiting_in_redis(broker_url: str) 
 
 
 def test_a_batch_hands_on_at_the_first_chunk_boundary_when_interactive_work_waits() -> None:
-    ids = []
-    for _ in range(6):
-        account_id, _ = _account()
-        _configure(account_id, threshold="10", amount="20")
-        ids.append(account_id)
+    ids = _due_accounts(6)
     asked: list[int] = []
 
     def waiting() -> bool:
@@ -836,11 +826,7 @@ def test_a_charge_that_waited_past_half_its_lease_is_renewed_and_one_past_it_is_
 def test_concurrent_batches_over_the_same_accounts_in_any_order_charge_each_once() -> None:
     from tests.concurrency import at_once
 
-    ids = []
-    for _ in range(12):
-        account_id, _ = _account()
-        _configure(account_id, threshold="10", amount="20")
-        ids.append(account_id)
+    ids = _due_accounts(12)
     batches = [ids, list(reversed(ids)), ids[3:] + ids[:3], ids + ids[:5]]  # and duplicates
 
     def run(batch: list[str]) -> dict[str, Any]:
