@@ -148,8 +148,8 @@ def test_decline_backoff_disable_through_the_workers_with_as_of(fleet: Fleet) ->
 def test_an_on_debit_reload_does_not_wait_behind_a_sweeps_slow_backlog(fleet: Fleet) -> None:
     """Two worker processes, a PSP answering in 300 ms, 80 due accounts: two batches of 40,
     12 s each if run to the end, would hold both processes until the backlog is done. Each
-    hands its rest on after AUTO_RELOAD_BATCH_SECONDS, so the debit and its reload find a
-    process while the backlog is still running."""
+    hands its rest on at a chunk boundary once the debit (then its reload) is queued, so
+    both find a process while the backlog is still running."""
     import redis
 
     from config import get_settings

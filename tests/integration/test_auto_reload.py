@@ -706,6 +706,11 @@ def test_a_batch_task_slices_by_the_batch_seconds_within_half_the_soft_limit(
     monkeypatch.setenv("AUTO_RELOAD_BATCH_SECONDS", "500")
     reset_settings()
     assert (_batch_slice(), _batch_budget()) == (120, 120)
+    # A broker that cannot say whether work waits: every batch hands on after one slice.
+    monkeypatch.setenv("AUTO_RELOAD_BATCH_SECONDS", "2")
+    monkeypatch.setenv("BROKER_URL", "sqla+sqlite:////tmp/never-opened.db")
+    reset_settings()
+    assert (_batch_slice(), _batch_budget()) == (2, 2)
 
 
 def test_the_batch_task_sees_interactive_work_waiting_in_redis(broker_url: str) -> None:
