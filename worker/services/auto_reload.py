@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -251,17 +252,16 @@ def _reload_chunk(
     for account_id in chunk:
         started = time.monotonic()
         try:
-            outcomes[account_id] = reload(uow, account_id, as_of)
-            uow.commit()
-        except (OperationalError, SoftTimeLimitExceeded):
-            uow.rollback()
-            raise
-        except Exception as exc:
-            uow.rollback()
-            outcomes[account_id] = exc
+            outcomes[account_id] = _isolated(uow, partial(_reload_alone, uow, account_id, as_of))
         finally:  # alone, the whole reload counts as the PSP's pace (the safe side)
             pace.psp_seconds += time.monotonic() - started
     return outcomes
+
+
+def _reload_alone(uow: UnitOfWork, account_id: str, as_of: datetime | None) -> dict[str, Any]:
+    result = reload(uow, account_id, as_of)
+    uow.commit()
+    return result
 
 
 # --- one reload ------------------------------------------------------------------------------
@@ -404,8 +404,30 @@ def _planned(session: Session, charge: Charge, must_call: bool) -> _Planned:
         charge.psp,
         charge.lease_until,
         charges.request_for(session, charge) if must_call else None,
-        {"account_id": charge.account_id, **charges.view(charge), "charge_id": charge.id},
+        _result(charge),
     )
+
+
+def _result(charge: Charge) -> dict[str, Any]:
+    """What a reload returns for its charge."""
+    return {"account_id": charge.account_id, **charges.view(charge), "charge_id": charge.id}
+
+
+# Exceptions that stop a whole batch (the task retries it, or the time limit ends it); any
+# other exception ends only the account it came from.
+_STOPS_THE_BATCH = (OperationalError, SoftTimeLimitExceeded)
+
+
+def _isolated(uow: UnitOfWork, work: Callable[[], dict[str, Any]]) -> dict[str, Any] | Exception:
+    """One account's work: its result, or (rolled back) the exception that ended it."""
+    try:
+        return work()
+    except _STOPS_THE_BATCH:
+        uow.rollback()
+        raise
+    except Exception as exc:
+        uow.rollback()
+        return exc
 
 
 class _PlanningFailed(Exception):
@@ -571,7 +593,7 @@ def _send(
             pace.psp_seconds += time.monotonic() - started
     charge = charges.apply(uow, planned.charge_id, result, now_fn())
     uow.commit()
-    return {"account_id": charge.account_id, **charges.view(charge), "charge_id": charge.id}
+    return _result(charge)
 
 
 class LeaseLost(RuntimeError):
@@ -608,7 +630,7 @@ def _reload_together(
     """
     try:
         planned, outcomes = _plan_together(uow, account_ids, as_of)
-    except (OperationalError, SoftTimeLimitExceeded):
+    except _STOPS_THE_BATCH:
         uow.rollback()
         raise
     except Exception as exc:
@@ -616,14 +638,7 @@ def _reload_together(
         raise _PlanningFailed from exc
     now_fn = _clock(as_of)
     for step in planned:
-        try:
-            outcomes[step.account_id] = _send(uow, step, now_fn, pace)
-        except (OperationalError, SoftTimeLimitExceeded):
-            uow.rollback()
-            raise
-        except Exception as exc:
-            uow.rollback()
-            outcomes[step.account_id] = exc
+        outcomes[step.account_id] = _isolated(uow, partial(_send, uow, step, now_fn, pace))
     return outcomes
 
 

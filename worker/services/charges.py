@@ -190,7 +190,7 @@ def insert_if_absent(session: Session, rows: list[dict[str, Any]]) -> dict[str, 
 
 
 def new_row(
-    account: Any,
+    account: Account,
     method: PaymentMethod,
     *,
     amount: object,
@@ -202,10 +202,15 @@ def new_row(
     for a caller that inserts it (alone or with others) with `insert_if_absent`."""
     key = validation.reference(idempotency_key, "idempotency_key")
     value = chargeable_amount(amount, account.currency)
+    _check_method(account, method)
+    return _new_row(account, method, purpose, value, key, now)
+
+
+def _check_method(account: Account, method: PaymentMethod) -> None:
+    """The method is this account's, not removed, and its PSP still enabled."""
     if method.account_id != account.id or method.removed_at is not None:
         raise NotFound("payment_method_id", f"no payment method {method.id!r} on this account")
-    get_adapter(method.psp, "payment_method_id")  # still enabled?
-    return _new_row(account, method, purpose, value, key, now)
+    get_adapter(method.psp, "payment_method_id")
 
 
 def _by_key(session: Session, key: str) -> Charge | None:
@@ -250,8 +255,8 @@ def begin(
             )
 
     if method is not None:
-        row = new_row(account, method, amount=amount, idempotency_key=key, purpose=purpose, now=now)
-        created = _insert_if_absent(session, row)
+        _check_method(account, method)  # key and amount were checked above
+        created = _insert_if_absent(session, _new_row(account, method, purpose, value, key, now))
         if created is not None:
             return created, True
     existing = _by_key(session, key)
@@ -288,7 +293,7 @@ def begin(
 
 
 def _new_row(
-    account: Any, method: PaymentMethod, purpose: str, value: Decimal, key: str, now: datetime
+    account: Account, method: PaymentMethod, purpose: str, value: Decimal, key: str, now: datetime
 ) -> dict[str, Any]:
     lease = _lease_from_now()
     return {
