@@ -155,8 +155,8 @@ def all_due_ids_query() -> Any:
     """The scan's first read: due_query's conditions and order, every id, no lock, no LIMIT."""
     from sqlalchemy import select
 
-    from worker.db.models import Account
-    from worker.services.alerts import due_query
+    from worker.alerts.service import due_query
+    from worker.ledger.models import Account
 
     where = due_query(1).whereclause
     assert where is not None
@@ -192,8 +192,8 @@ class Selection:
 def selection(batch: int) -> Selection:
     from sqlalchemy.orm import sessionmaker
 
+    from worker.alerts.service import due_query
     from worker.db.session import get_engine
-    from worker.services.alerts import due_query
 
     make = sessionmaker(bind=get_engine(), expire_on_commit=False)
     stmt = all_due_ids_query()
@@ -228,9 +228,9 @@ def selection(batch: int) -> Selection:
 
 
 def run_scan() -> tuple[float, dict[str, Any]]:
-    from worker.clock import now
+    from worker.alerts import service as alerts
     from worker.db.session import unit_of_work
-    from worker.services import alerts
+    from worker.kernel.clock import now
 
     started = time.perf_counter()
     with unit_of_work() as uow:  # no dispatcher: follow-ups (relay, mail send) are dropped

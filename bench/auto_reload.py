@@ -118,9 +118,9 @@ def reset_charges() -> None:
 
 
 def selection_ms() -> tuple[float, int]:
-    from worker.clock import now
+    from worker.auto_reload.sweep import due_query
     from worker.db.session import unit_of_work
-    from worker.services.auto_reload import due_query
+    from worker.kernel.clock import now
 
     timings = []
     count = 0
@@ -199,7 +199,7 @@ class ConnectionWatch:
 def succeeded_reloads() -> int:
     from sqlalchemy import func, select
 
-    from worker.db.models import Charge
+    from worker.charges.models import Charge
     from worker.db.session import unit_of_work
 
     with unit_of_work() as uow:
@@ -230,10 +230,14 @@ def noop_rate(env: dict[str, str], n: int, watch: ConnectionWatch) -> float:
 def charge_run(
     env: dict[str, str], latency_ms: int, due: int, watch: ConnectionWatch, crossings: int = 0
 ) -> tuple[float, float, list[float]]:
+    from worker.accounts import service as accounts
+    from worker.auto_reload import configure
+    from worker.auto_reload import sweep as sweeps
     from worker.celery import app, dispatch
-    from worker.clock import now
     from worker.db.session import unit_of_work
-    from worker.services import accounts, adjustments, auto_reload, payment_methods
+    from worker.kernel.clock import now
+    from worker.ledger import adjustments
+    from worker.payment_methods import service as payment_methods
 
     cross_ids = []
     for i in range(crossings):  # accounts one debit away from crossing their threshold
@@ -251,15 +255,13 @@ def charge_run(
                 uow, account_id=account_id, amount="10.50", reason="bench", now=now()
             )
         with unit_of_work() as uow:
-            auto_reload.configure(
-                uow, account_id=account_id, threshold="10", amount="20", now=now()
-            )
+            configure.configure(uow, account_id=account_id, threshold="10", amount="20", now=now())
         cross_ids.append(account_id)
     fleet = Fleet(env, latency_ms)
     try:
         started = time.perf_counter()
         with unit_of_work(dispatch=dispatch) as uow:
-            auto_reload.sweep(uow, now())
+            sweeps.sweep(uow, now())
         for account_id in cross_ids:
             time.sleep(0.1)
             app.send_task("balance.usage.debit", args=[account_id, "1.00", "bench-cross"])
@@ -277,7 +279,8 @@ def charge_run(
     if cross_ids:  # crossing = the debit's commit; charged = the reload charge's completion
         from sqlalchemy import select
 
-        from worker.db.models import Charge, LedgerTransaction
+        from worker.charges.models import Charge
+        from worker.ledger.models import LedgerTransaction
 
         with unit_of_work() as uow:
             crossed = dict(

@@ -85,14 +85,17 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from sqlalchemy import func, select
 
+    from worker.accounts import service as accounts
     from worker.celery import app
-    from worker.clock import now
+    from worker.charges.models import Charge
     from worker.db.migrate import upgrade
-    from worker.db.models import Charge, LedgerTransaction
     from worker.db.session import unit_of_work
-    from worker.money import format_amount
+    from worker.kernel.clock import now
+    from worker.kernel.money import format_amount
+    from worker.ledger import service as ledger
+    from worker.ledger.models import LedgerTransaction
+    from worker.payment_methods import service as payment_methods
     from worker.psp.registry import get_adapter
-    from worker.services import accounts, ledger, payment_methods
 
     upgrade()
     log = Path("/tmp/charge_kill_soak.log")

@@ -285,7 +285,7 @@ class Settings(BaseSettings):
 
     def check_settlement(self) -> None:
         """The timing table loads, and every merchant account's country has a row."""
-        from worker.services import settlement_timing as timing
+        from worker.settlement import timing
 
         try:
             path = self.settlement_timing_file

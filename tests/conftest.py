@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import services as test_services
+from tests.fleet_support import Fleet
 
 _services: test_services.Services | None = None
 
@@ -29,6 +30,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
     reset_settings()
     upgrade()
+    from worker import wiring
+
+    wiring.install()  # the charge engine's outcome hooks, as the app and the CLI install them
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -60,10 +64,31 @@ def clean_db() -> Iterator[None]:
     tables = [t for t in inspect(engine).get_table_names() if t != "alembic_version"]
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-    from worker.services import ledger
+    from worker.ledger import service as ledger
 
     ledger.clear_caches()  # ids restart: cached system ledger-account ids are stale
     yield
+
+
+@pytest.fixture(autouse=True)
+def _clean_for_integration(request: pytest.FixtureRequest) -> None:
+    """Every test marked `integration` starts from empty tables."""
+    if request.node.get_closest_marker("integration") is not None:
+        request.getfixturevalue("clean_db")
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, clean_db: None, broker_url: str) -> Iterator[Fleet]:
+    """Start workers with fleet.start_worker(); all are stopped (and the queue purged) after."""
+    import redis
+
+    redis.Redis.from_url(broker_url).flushdb()
+    fleet = Fleet(tmp=tmp_path)
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+        redis.Redis.from_url(broker_url).flushdb()
 
 
 @pytest.fixture

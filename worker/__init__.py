@@ -1,5 +1,5 @@
 """balance-worker: keeps prepaid balances healthy (`celery -A worker` finds worker.celery.app)."""
 
-from worker.money import trap_floats
+from worker.kernel.money import trap_floats
 
 trap_floats()

@@ -19,6 +19,7 @@ from kombu.entity import Exchange, Queue
 
 from config import SettingsError, get_settings
 from worker.db.session import dispose_engine
+from worker.kernel import task_names
 from worker.psp.registry import check_enabled
 from worker.schedule import beat_schedule
 
@@ -32,14 +33,14 @@ except SettingsError as _exc:  # stop start-up with one line naming the setting
     raise SystemExit(1) from None
 
 TASK_MODULES = [
-    "worker.tasks.usage",
-    "worker.tasks.ledger",
-    "worker.tasks.events",
-    "worker.tasks.mail",
-    "worker.tasks.payments",
-    "worker.tasks.auto_reload",
-    "worker.tasks.alerts",
-    "worker.tasks.settlement",
+    "worker.usage.tasks",
+    "worker.ledger.tasks",
+    "worker.outbox.tasks",
+    "worker.charges.tasks",
+    "worker.auto_reload.tasks",
+    "worker.alerts.tasks",
+    "worker.settlement.tasks",
+    "worker.wiring",  # the charge engine's outcome hooks
 ]
 
 app = Celery("balance-worker", include=TASK_MODULES)
@@ -79,14 +80,14 @@ app.conf.update(
     task_default_routing_key=settings.task_queue,
     task_routes={
         settings.events_task: {"queue": settings.events_queue},
-        "balance.auto_reload.reload_now": {"queue": settings.urgent_queue},
+        task_names.AUTO_RELOAD_RELOAD_NOW: {"queue": settings.urgent_queue},
         # A sweep's thousands of reloads wait in their own queue: debits never queue behind.
-        "balance.auto_reload.reload": {"queue": settings.bulk_queue},
-        "balance.auto_reload.reload_batch": {"queue": settings.bulk_queue},
+        task_names.AUTO_RELOAD_RELOAD: {"queue": settings.bulk_queue},
+        task_names.AUTO_RELOAD_RELOAD_BATCH: {"queue": settings.bulk_queue},
         # Outbox nudges (one a second per busy process) on their own queue: a sweep's batch
         # hands its thread over when a debit or an on-debit reload waits, not for these.
-        "balance.events.relay": {"queue": settings.outbox_queue},
-        "balance.mail.send_pending": {"queue": settings.outbox_queue},
+        task_names.EVENTS_RELAY: {"queue": settings.outbox_queue},
+        task_names.MAIL_SEND_PENDING: {"queue": settings.outbox_queue},
     },
     worker_send_task_events=True,
     task_send_sent_event=True,
@@ -115,7 +116,7 @@ elif _broker.startswith("sqla+"):
 # Nudges that only say "look at the outbox": one per window per process is enough. The
 # first in a window is sent with the window as countdown, so it runs after every commit
 # it stands for; the rest of the window is dropped. Beat runs these jobs anyway.
-COALESCED_NUDGES = {"balance.events.relay": 1.0, "balance.mail.send_pending": 1.0}
+COALESCED_NUDGES = {task_names.EVENTS_RELAY: 1.0, task_names.MAIL_SEND_PENDING: 1.0}
 _nudged_at: dict[str, float] = {}
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from celery.schedules import crontab
 
 from config import Settings
+from worker.kernel import task_names
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -18,31 +19,31 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
 
     return {
         "events-relay": {
-            "task": "balance.events.relay",
+            "task": task_names.EVENTS_RELAY,
             **every(settings.events_relay_interval_seconds),
         },
         "mail-send": {
-            "task": "balance.mail.send_pending",
+            "task": task_names.MAIL_SEND_PENDING,
             **every(settings.mail_send_interval_seconds),
         },
         "auto-reload-sweep": {
-            "task": "balance.auto_reload.sweep",
+            "task": task_names.AUTO_RELOAD_SWEEP,
             **every(settings.auto_reload_interval_seconds),
         },
         "alerts-scan": {
-            "task": "balance.alerts.scan",
+            "task": task_names.ALERTS_SCAN,
             **every(settings.alert_scan_interval_seconds),
         },
         "settlement-roll-forward": {
-            "task": "balance.settlement.roll_forward",
+            "task": task_names.SETTLEMENT_ROLL_FORWARD,
             **every(settings.settlement_interval_seconds),
         },
         "payments-sync": {
-            "task": "balance.payments.sync_pending",
+            "task": task_names.PAYMENTS_SYNC_PENDING,
             **every(settings.payment_sync_interval_seconds),
         },
         "ledger-audit": {
-            "task": "balance.ledger.audit",
+            "task": task_names.LEDGER_AUDIT,
             "schedule": crontab(minute=17),
             "options": {"expires": 3600},
         },

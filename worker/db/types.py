@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, DateTime, Dialect, Numeric
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from worker.money import SCALE, from_micros, to_micros
+from worker.kernel.money import SCALE, from_micros, to_micros
 
 
 class Money(TypeDecorator[Decimal]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from config import Settings, get_settings
-from worker.errors import ValidationError
+from worker.kernel.errors import ValidationError
 from worker.psp.bank_transfer import BankTransfer
 from worker.psp.base import PspAdapter
 from worker.psp.braintree import BraintreeSandbox

@@ -39,12 +39,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import NullPool
 
 from config import Settings
-from worker.clock import now
-from worker.db.session import ping_when_idle
-from worker.money import exponent
+from worker.kernel.clock import now
+from worker.kernel.dbpool import ping_when_idle
+from worker.kernel.money import exponent
+from worker.kernel.validation import refuse_pan
 from worker.psp.base import ChargeRequest, ChargeResult, Outcome
 from worker.psp.errors import TransportError, VaultRefused
-from worker.redaction import refuse_pan
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from worker.db.models import Base
 from worker.db.session import get_engine
+from worker.models import Base
 
 target_metadata = Base.metadata
 # Tables that are not ours: the sandbox PSP stubs keep their "remote side" beside us.

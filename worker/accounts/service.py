@@ -1,0 +1,111 @@
+"""Customer accounts: creation (with their ledger account) and the public view."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from config import get_settings
+from worker.db.base import new_id
+from worker.db.session import UnitOfWork
+from worker.kernel import validation
+from worker.kernel.clock import isoformat
+from worker.kernel.errors import NotFound, ValidationError
+from worker.kernel.money import format_amount
+from worker.ledger import service as ledger
+from worker.ledger.models import Account, LedgerAccount
+
+
+def create(
+    uow: UnitOfWork,
+    *,
+    name: object,
+    now: datetime,
+    currency: object = None,
+    country: object = "GB",
+    emails: object = None,
+    locale: object = "en",
+    display_currency: object = None,
+) -> dict[str, Any]:
+    """Validate everything first, then write the account and its ledger account together."""
+    clean_name = validation.text(name, "name", max_length=200)
+    assert clean_name is not None
+    cur = validation.currency(currency or get_settings().default_currency)
+    ctry = validation.country(country)
+    addresses = validation.emails(emails)
+    loc = validation.locale(locale)
+    display = validation.currency(display_currency or cur, "display_currency")
+    allowed = sorted({cur, "EUR", "USD"})
+    if display not in allowed:
+        raise ValidationError("display_currency", f"must be one of {', '.join(allowed)}")
+    account = Account(
+        id=new_id("acc"),
+        name=clean_name,
+        currency=cur,
+        country=ctry,
+        status="active",
+        suspension_reason=None,
+        emails=addresses,
+        locale=loc,
+        display_currency=display,
+        created_at=now,
+        updated_at=now,
+    )
+    uow.session.add(account)
+    uow.session.flush()
+    uow.session.add(
+        LedgerAccount(
+            code=ledger.customer_code(account.id),
+            currency=cur,
+            account_id=account.id,
+            created_at=now,
+        )
+    )
+    uow.session.flush()
+    return view(account)
+
+
+def get(session: Session, account_id: object) -> Account:
+    if not isinstance(account_id, str) or not account_id.strip():
+        raise ValidationError("account_id", "is required")
+    account = session.get(Account, account_id.strip())
+    if account is None:
+        raise NotFound("account_id", f"no account {account_id.strip()[:60]!r}")
+    return account
+
+
+def _opt(value: Any, currency: str) -> str | None:
+    return None if value is None else format_amount(value, currency)
+
+
+def view(account: Account) -> dict[str, Any]:
+    """The shape `balancectl accounts show` prints (CONTRACT.md)."""
+    cur = account.currency
+    return {
+        "id": account.id,
+        "name": account.name,
+        "currency": cur,
+        "country": account.country,
+        "status": account.status,
+        "suspension_reason": account.suspension_reason,
+        "balance": format_amount(account.balance, cur),
+        "locale": account.locale,
+        "display_currency": account.display_currency,
+        "emails": list(account.emails),
+        "created_at": isoformat(account.created_at),
+        "auto_reload": {
+            "enabled": account.auto_reload_enabled,
+            "threshold": _opt(account.auto_reload_threshold, cur),
+            "amount": _opt(account.auto_reload_amount, cur),
+            "payment_method_id": account.auto_reload_method_id,
+        },
+        "alerts": {
+            "enabled": account.alerts_enabled,
+            "threshold": _opt(account.alert_threshold, cur),
+            "emails": list(account.emails),
+            "state": account.alert_state,
+            "last_alert_at": isoformat(account.alert_sent_at) if account.alert_sent_at else None,
+        },
+    }

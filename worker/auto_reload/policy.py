@@ -1,0 +1,149 @@
+"""Auto-reload's failure policy: what each charge outcome means for the account.
+
+| outcome | policy |
+|---|---|
+| succeeded (any charge) | back-off and the decline count end; a burst of reloads is flagged |
+| declined (auto-reload) | back-off; N in a row turn auto-reload off, the customer is told |
+| not attempted (auto-reload) | the same charge is retried after 1, 2, 4 ... min, then fails |
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from config import get_settings
+from worker.auto_reload import notices
+from worker.charges import engine as charges
+from worker.charges.engine import Recorded
+from worker.charges.models import Charge
+from worker.charges.states import Purpose
+from worker.db.session import UnitOfWork
+from worker.kernel.money import format_amount
+from worker.ledger import service as ledger
+from worker.ledger.models import Account
+from worker.outbox import events
+
+log = logging.getLogger(__name__)
+
+
+def after_outcome(uow: UnitOfWork, charge: Charge, recorded: Recorded) -> None:
+    """The charge engine's hook (installed by worker/wiring.py), for every recorded outcome
+    of every charge: back-off, disable after N declines, soft retries, burst warning.
+
+    `recorded.credited`: the account a success credited; `recorded.locked`: the charge's
+    account if `apply` holds its lock already."""
+    settings = get_settings()
+    account, locked, now = recorded.credited, recorded.locked, recorded.now
+    if charge.status == "succeeded":
+        if account is None:
+            return
+        account.auto_reload_backoff_until = None  # any success ends the back-off
+        account.auto_reload_declines = 0
+        if charge.purpose == Purpose.AUTO_RELOAD:
+            _burst_check(uow, account, charge, now)
+        return
+    if charge.purpose != Purpose.AUTO_RELOAD:
+        return
+    if charge.status == "declined":
+        account = account or locked or ledger.lock_account(uow.session, charge.account_id)
+        account.auto_reload_declines += 1
+        account.auto_reload_backoff_until = now + timedelta(
+            seconds=settings.auto_reload_backoff_seconds
+        )
+        if (
+            account.auto_reload_declines >= settings.auto_reload_disable_after
+            and account.auto_reload_enabled
+        ):
+            _disable_after_declines(uow, account, charge, now)
+    elif charge.status == "not_attempted":
+        if charge.attempts > settings.auto_reload_soft_retries:
+            charges.fail(
+                uow,
+                charge,
+                charge.decline_code or "not_attempted",
+                charge.decline_text or "the PSP did not process the charge",
+                now,
+            )
+        else:
+            delay = min(
+                60 * 2 ** (charge.attempts - 1), settings.auto_reload_soft_retry_max_seconds
+            )
+            charge.next_attempt_at = now + timedelta(seconds=delay)
+
+
+def _sequence(charge: Charge) -> int | None:
+    """n of an auto-reload key `auto_reload:ACCOUNT:n` (the n-th reload of the account)."""
+    prefix = f"{Purpose.AUTO_RELOAD}:{charge.account_id}:"
+    key = charge.idempotency_key
+    if key.startswith(prefix) and key[len(prefix) :].isdigit():
+        return int(key[len(prefix) :])
+    return None
+
+
+def _burst_check(uow: UnitOfWork, account: Account, charge: Charge, now: datetime) -> None:
+    settings = get_settings()
+    # The n-th reload of an account is made only when no earlier one is open, and no later
+    # one can start while this one is open: at most n reloads have succeeded, so with
+    # n below the burst count there is nothing to count.
+    sequence = _sequence(charge)
+    if sequence is not None and sequence < settings.auto_reload_burst_count:
+        return
+    since = now - timedelta(seconds=settings.auto_reload_burst_window_seconds)
+    recent = (
+        uow.session.scalar(
+            select(func.count())
+            .select_from(Charge)
+            .where(
+                Charge.account_id == account.id,
+                Charge.purpose == Purpose.AUTO_RELOAD,
+                Charge.status == "succeeded",
+                Charge.completed_at >= since,
+            )
+        )
+        or 0
+    )
+    if recent == settings.auto_reload_burst_count:
+        events.record(
+            uow,
+            "auto_reload.burst",
+            account.id,
+            {
+                "reloads": recent,
+                "window_seconds": settings.auto_reload_burst_window_seconds,
+                "balance": format_amount(account.balance, account.currency),
+            },
+            now,
+        )
+        log.warning(
+            "auto-reload burst: %d reloads within %ds for %s",
+            recent,
+            settings.auto_reload_burst_window_seconds,
+            account.id,
+        )
+
+
+def _disable_after_declines(
+    uow: UnitOfWork, account: Account, charge: Charge, now: datetime
+) -> None:
+    account.auto_reload_enabled = False
+    account.updated_at = now
+    data = {
+        "reason": "declined",
+        "declines": account.auto_reload_declines,
+        "decline_code": charge.decline_code,
+        "decline_text": charge.decline_text,
+        "charge_id": charge.id,
+    }
+    events.record(uow, "auto_reload.disabled", account.id, data, now)
+    notices.auto_reload_disabled(
+        uow,
+        account,
+        charge_id=charge.id,
+        reload_amount=charge.amount,
+        declines=account.auto_reload_declines,
+        reason=charge.decline_text or charge.decline_code or "declined",
+        now=now,
+    )

@@ -1,0 +1,149 @@
+"""What every balancectl command shares: the root app, output, exit codes, the unit of work.
+
+Every data command takes --json and then prints exactly one JSON document, the same
+object the matching task returns. Exit 0 on success; 1 on a refused operation or a
+bad value (one line on stderr naming the field); 2 when the command line cannot be parsed.
+Commands import what they use inside their function, so `balancectl --help` and a simple
+read stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn
+
+import typer
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from config import SettingsError, get_settings
+from worker.kernel.redaction import redact
+
+app = typer.Typer(
+    name="balancectl",
+    no_args_is_help=True,
+    add_completion=False,
+    help="Operate balance-worker: accounts, ledger, jobs and the worker itself.",
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+NEGATIVE_OK = {"ignore_unknown_options": True}  # so `adjust ID -5` parses as an amount
+
+
+def fail(code: str, field: str, message: str, as_json: bool) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    if as_json:
+        typer.echo(json.dumps({"error": {"code": code, "field": field, "message": message}}))
+    raise typer.Exit(1)
+
+
+def settings_or_exit(as_json: bool) -> None:
+    try:
+        get_settings()
+    except SettingsError as exc:
+        field = str(exc).split(":", 1)[0]
+        fail("invalid_setting", field, str(exc), as_json)
+
+
+def ensure_schema() -> None:
+    """The embedded default creates its own schema; a server database uses `db upgrade`."""
+    if get_settings().embedded:
+        from worker.db.migrate import upgrade
+
+        upgrade()
+
+
+def emit(result: Any, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+        return
+    print_human(result)
+
+
+def print_human(result: Any, indent: int = 0) -> None:
+    pad = "  " * indent
+    if isinstance(result, list):
+        for item in result:
+            if isinstance(item, dict):
+                typer.echo(
+                    pad
+                    + "- "
+                    + ", ".join(
+                        f"{k}={v}" for k, v in item.items() if not isinstance(v, list | dict)
+                    )
+                )
+                for key, value in item.items():
+                    if isinstance(value, list | dict) and value:
+                        typer.echo(f"{pad}  {key}:")
+                        print_human(value, indent + 2)
+            else:
+                typer.echo(f"{pad}- {item}")
+        return
+    if isinstance(result, dict):
+        for key, value in result.items():
+            if isinstance(value, dict | list):
+                typer.echo(f"{pad}{key}:")
+                print_human(value, indent + 1)
+            else:
+                typer.echo(f"{pad}{key}: {'' if value is None else value}")
+        return
+    typer.echo(f"{pad}{result}")
+
+
+def run_action(as_json: bool, action: Callable[[], Any], *, write: bool = True) -> Any:
+    """Run one operation in a unit of work, mapping refusals to exit 1."""
+    from worker.kernel.errors import DomainError
+
+    settings_or_exit(as_json)
+    try:
+        ensure_schema()
+        result = action()
+    except DomainError as exc:
+        fail(exc.code, exc.field, str(exc), as_json)
+    except SettingsError as exc:
+        fail("invalid_setting", str(exc).split(":", 1)[0], str(exc), as_json)
+    except (OperationalError, InterfaceError) as exc:
+        fail(
+            "database_unavailable",
+            "DATABASE_URL",
+            f"DATABASE_URL: cannot use the database ({one_line(exc)})",
+            as_json,
+        )
+    emit(result, as_json)
+    return result
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error, without card numbers: the contract wants one line."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines() or [type(orig).__name__]
+    return (redact(lines[0]) or "")[:200]
+
+
+def in_uow(fn: Callable[[Any], Any]) -> Callable[[], Any]:
+    def action() -> Any:
+        from worker import wiring
+        from worker.db.session import unit_of_work
+
+        wiring.install()
+        dispatch = cli_dispatch()
+        with unit_of_work(dispatch=dispatch) as uow:
+            return fn(uow)
+
+    return action
+
+
+def cli_dispatch() -> Callable[[str, tuple[Any, ...], dict[str, Any]], None]:
+    """Follow-ups from the CLI go to the broker, but a down broker never fails the command:
+    the database already holds the truth and beat catches up."""
+
+    def dispatch(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        from worker.celery import app as celery_app
+
+        try:
+            celery_app.send_task(name, args=list(args), kwargs=kwargs, retry=False)
+        except Exception as exc:  # a nudge only: beat runs the job anyway
+            logging.getLogger(__name__).debug("follow-up %s not sent: %s", name, exc)
+
+    return dispatch

@@ -1,0 +1,65 @@
+"""Errors of the domain layer: a refusal is data (code, field, message), not a crash.
+
+Arguments are plain strings so Celery can carry them through a JSON result backend
+and rebuild the same exception on the caller's side.
+"""
+
+from __future__ import annotations
+
+from worker.kernel.redaction import redact
+
+
+class DomainError(Exception):
+    """A refused operation. `code` is stable for machines, `message` is for people."""
+
+    code = "error"
+
+    def __init__(self, field: str, message: str, code: str | None = None) -> None:
+        # Messages echo input values and are logged by Celery: never let a card number through.
+        message = redact(message) or ""
+        super().__init__(field, message, code or self.code)
+        self.field = field
+        self.message = message
+        self.code = code or type(self).code
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "field": self.field, "message": str(self)}
+
+
+class ValidationError(DomainError):
+    code = "invalid"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class InsufficientFunds(DomainError):
+    code = "insufficient_funds"
+
+
+class ReferenceConflict(DomainError):
+    code = "reference_conflict"
+
+
+class CurrencyMismatch(DomainError):
+    code = "currency_mismatch"
+
+
+class AuditFailed(DomainError):
+    code = "audit_failed"
+
+
+class IdempotencyConflict(DomainError):
+    code = "idempotency_conflict"
+
+
+class PaymentMethodRefused(DomainError):
+    code = "payment_method_refused"
+
+
+class PaymentMethodInUse(DomainError):
+    code = "payment_method_in_use"

@@ -1,0 +1,100 @@
+"""Field checks shared by services: each raises ValidationError naming the field."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from babel import Locale
+from email_validator import EmailNotValidError, validate_email
+
+from worker.kernel.errors import ValidationError
+from worker.kernel.money import is_currency
+from worker.kernel.redaction import contains_pan, redact
+
+LOCALES = ("en", "ja", "zh")
+MAX_EMAILS = 10
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@lru_cache(maxsize=1)
+def _countries() -> frozenset[str]:
+    return frozenset(
+        c for c in Locale("en").territories if isinstance(c, str) and re.fullmatch(r"[A-Z]{2}", c)
+    )
+
+
+def text(value: object, field: str, *, max_length: int, required: bool = True) -> str | None:
+    """Free text: trimmed, bounded, card numbers redacted before anything stores or logs it."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise ValidationError(field, "is required")
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be a string")
+    cleaned = redact(value.strip())
+    assert cleaned is not None
+    if len(cleaned) > max_length:
+        raise ValidationError(field, f"is longer than {max_length} characters")
+    return cleaned
+
+
+def reference(value: object, field: str = "reference") -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(field, "is required (a non-empty string)")
+    ref = value.strip()
+    if len(ref) > 200:
+        raise ValidationError(field, "is longer than 200 characters")
+    if _CONTROL.search(ref):
+        raise ValidationError(field, "contains control characters")
+    # An identifier is not free text: redacting would merge distinct references, so a
+    # card number here is refused (and never echoed), like a token.
+    return refuse_pan(ref, field)
+
+
+def currency(value: object, field: str = "currency") -> str:
+    if not isinstance(value, str) or not is_currency(value.strip().upper()):
+        raise ValidationError(field, f"{str(value)[:10]!r} is not an ISO 4217 currency code")
+    return value.strip().upper()
+
+
+def country(value: object, field: str = "country") -> str:
+    if not isinstance(value, str) or value.strip().upper() not in _countries():
+        raise ValidationError(field, f"{str(value)[:10]!r} is not an ISO 3166 alpha-2 country code")
+    return value.strip().upper()
+
+
+def locale(value: object, field: str = "locale") -> str:
+    if not isinstance(value, str) or value.strip().lower() not in LOCALES:
+        raise ValidationError(field, f"must be one of {', '.join(LOCALES)}")
+    return value.strip().lower()
+
+
+def emails(values: object, field: str = "email") -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str) or not isinstance(values, list | tuple):
+        raise ValidationError(field, "must be a list of addresses")
+    if len(values) > MAX_EMAILS:
+        raise ValidationError(field, f"at most {MAX_EMAILS} addresses")
+    result: list[str] = []
+    for raw in values:
+        if not isinstance(raw, str):
+            raise ValidationError(field, "must be a list of addresses")
+        refuse_pan(raw, field)
+        try:
+            normalized = validate_email(raw.strip(), check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise ValidationError(field, f"{raw[:80]!r} is not a valid address ({exc})") from None
+        if normalized not in result:
+            result.append(normalized)
+    return result
+
+
+def refuse_pan(value: str, field: str) -> str:
+    """For tokens, nonces and identifiers: a card number is refused and never echoed.
+
+    Raises ValidationError naming `field`; returns `value` unchanged otherwise."""
+    if contains_pan(value):
+        raise ValidationError(field, "looks like a card number; send a PSP token or nonce instead")
+    return value

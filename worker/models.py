@@ -1,0 +1,22 @@
+"""Every domain's models in one import, so the metadata names every table (Alembic's
+autogenerate, tests that inspect the schema). Code imports models from their domain."""
+
+from __future__ import annotations
+
+from worker.charges.models import Charge
+from worker.db.base import Base
+from worker.ledger.models import Account, LedgerAccount, LedgerTransaction, Posting
+from worker.outbox.models import Event, Mail
+from worker.payment_methods.models import PaymentMethod
+
+__all__ = [
+    "Account",
+    "Base",
+    "Charge",
+    "Event",
+    "LedgerAccount",
+    "LedgerTransaction",
+    "Mail",
+    "PaymentMethod",
+    "Posting",
+]

@@ -1,0 +1,112 @@
+"""Transactional outbox for facts other services need, and the relay that publishes them.
+
+An event row is written in the same DB transaction as the change it reports; the relay
+publishes committed rows and marks them. A crash between publish and mark republishes
+(at-least-once): consumers deduplicate by the event id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+
+from worker.db.base import new_id
+from worker.db.session import UnitOfWork
+from worker.kernel import task_names
+from worker.kernel.clock import isoformat
+from worker.outbox.models import Event
+
+log = logging.getLogger(__name__)
+
+RELAY_TASK = task_names.EVENTS_RELAY
+Publish = Callable[[dict[str, Any]], None]
+
+
+def record(
+    uow: UnitOfWork, type_: str, account_id: str | None, data: dict[str, Any], at: datetime
+) -> Event:
+    """Add an event to the outbox of the current transaction; relayed after commit."""
+    event = Event(
+        id=new_id("evt"),
+        type=type_,
+        account_id=account_id,
+        occurred_at=at,
+        data=data,
+        published_at=None,
+        publish_attempts=0,
+    )
+    uow.session.add(event)
+    uow.enqueue(RELAY_TASK)
+    return event
+
+
+def as_message(event: Any) -> dict[str, Any]:
+    """The published shape (CONTRACT.md): {id, type, account_id, occurred_at, data}.
+
+    `event`: an Event, or a row with those columns."""
+    return {
+        "id": event.id,
+        "type": event.type,
+        "account_id": event.account_id,
+        "occurred_at": isoformat(event.occurred_at),
+        "data": event.data,
+    }
+
+
+# Plain rows, not ORM objects, and one UPDATE per batch: the relay runs once per charge's
+# worth of events, and loading and flushing Event objects was most of its database cost.
+_UNPUBLISHED = (
+    select(Event.id, Event.type, Event.account_id, Event.occurred_at, Event.data)
+    .where(Event.published_at.is_(None))
+    .order_by(Event.occurred_at, Event.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+
+
+def _mark(uow: UnitOfWork, ids: list[str], now: datetime | None) -> None:
+    """Count an attempt for each; `now` also marks them published."""
+    if not ids:
+        return
+    values: dict[str, Any] = {"publish_attempts": Event.publish_attempts + 1}
+    if now is not None:
+        values["published_at"] = now
+    uow.session.execute(
+        update(Event).where(Event.id.in_(ids)).values(**values),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def relay(uow: UnitOfWork, publish: Publish, now: datetime, batch_size: int = 200) -> int:
+    """Publish every unpublished event, oldest first; safe to run concurrently (SKIP LOCKED).
+
+    The rows stay locked until their batch commits; a publish that fails stops the relay
+    with the marks of what did go out kept (and its own attempt counted)."""
+    published = 0
+    while True:
+        rows = uow.session.execute(_UNPUBLISHED, {"limit": batch_size}).all()
+        if not rows:
+            return published
+        sent: list[str] = []
+        failed: list[str] = []
+        try:
+            for row in rows:
+                try:
+                    publish(as_message(row))
+                except Exception:
+                    failed.append(row.id)
+                    raise
+                sent.append(row.id)
+                log.info("event %s %s account=%s published", row.type, row.id, row.account_id)
+        finally:
+            # Keep the marks of what did go out, even when one publish failed.
+            _mark(uow, sent, now)
+            _mark(uow, failed, None)
+            uow.commit()
+        published += len(sent)
+        if len(rows) < batch_size:
+            return published

@@ -1,0 +1,273 @@
+"""Customer mail bodies (subject, text, HTML) rendered from Jinja2 templates per locale.
+
+Pure: no database, no SMTP; `worker.services.mail` queues and sends what this returns.
+The wording lives in `worker/templates/mail/<locale>/`, so translators never touch Python.
+
+Money is Decimal and is never rounded silently: a figure shows the currency's usual
+digits, plus any further digits the balance really has (prices are sub-cent, 0.0075 EUR).
+The one rounding here is `display_equivalent`, for the USD figure shown beside the
+account-currency figure and marked as display only: customers are charged in their
+account currency.
+"""
+
+from __future__ import annotations
+
+import functools
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, localcontext
+from typing import Any
+from urllib.parse import urlsplit
+
+from babel.dates import format_datetime
+from babel.numbers import format_currency, format_decimal
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from worker.kernel.money import exponent, to_minor_units
+
+LOCALES = ("en", "ja", "zh")
+DEFAULT_LOCALE = "en"
+_BABEL_LOCALE = {"en": "en", "ja": "ja", "zh": "zh_Hans_CN"}  # zh is Simplified Chinese
+_HTML_LANG = {"en": "en", "ja": "ja", "zh": "zh-Hans"}
+DISPLAY_CURRENCY = "USD"
+
+
+@dataclass(frozen=True)
+class RenderedMail:
+    subject: str
+    text: str
+    html: str
+
+
+@functools.cache
+def environment() -> Environment:
+    """One Environment per process: it caches compiled templates.
+
+    Autoescape is on for `.html.j2` only; plain text must show a name like `<b>` as typed.
+    StrictUndefined turns a misspelt variable into an error rather than a silent gap.
+    """
+    return Environment(
+        loader=PackageLoader("worker", "templates/mail"),
+        autoescape=select_autoescape(
+            enabled_extensions=("html.j2",), default_for_string=False, default=False
+        ),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def resolve_locale(locale: str) -> str:
+    """The template locale for `locale`; anything unknown falls back to English."""
+    code = locale.strip().lower()
+    return code if code in LOCALES else DEFAULT_LOCALE
+
+
+def display_equivalent(amount: Decimal, rate: Decimal, currency: str = DISPLAY_CURRENCY) -> Decimal:
+    """`amount` × `rate` in `currency`'s minor unit, rounded once, half-even (display only).
+
+    The product is computed exactly (enough precision for every digit), so the rounding
+    to minor units by `worker.money.to_minor_units` is the only one.
+    """
+    _require_decimal("amount", amount)
+    _require_decimal("rate", rate)
+    with localcontext() as ctx:
+        ctx.prec = max(ctx.prec, len(amount.as_tuple().digits) + len(rate.as_tuple().digits) + 2)
+        minor = to_minor_units(amount * rate, currency)
+    return Decimal(minor).scaleb(-exponent(currency))
+
+
+def format_money(amount: Decimal, currency: str, locale: str) -> str:
+    """`amount` for `locale` with the currency's usual digits, or more when it has them."""
+    _require_decimal("amount", amount)
+    if amount.is_zero():
+        amount = amount.copy_abs()  # never "-€0.00"
+    text: str = format_currency(
+        amount, currency, locale=_BABEL_LOCALE[resolve_locale(locale)], decimal_quantization=False
+    )
+    return text
+
+
+def format_moment(moment: datetime, locale: str) -> str:
+    """`moment` in UTC for `locale`, with the zone shown (customers live in every zone)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("a naive datetime is ambiguous: give it a UTC offset")
+    text: str = format_datetime(
+        moment.astimezone(UTC), "long", tzinfo=UTC, locale=_BABEL_LOCALE[resolve_locale(locale)]
+    )
+    return text
+
+
+def render_low_balance(
+    *,
+    locale: str,
+    account_name: str,
+    account_id: str,
+    balance: Decimal,
+    threshold: Decimal,
+    currency: str,
+    checked_at: datetime,
+    display_currency: str,
+    usd_rate: Decimal | None,
+    top_up_url: str | None,
+    auto_reload_enabled: bool,
+) -> RenderedMail:
+    """The balance fell below the customer's alert threshold (API still works)."""
+    mail = _Mail(locale, account_name, account_id, currency, display_currency, usd_rate)
+    return mail.render(
+        "low_balance",
+        balance=mail.money(balance),
+        threshold=mail.money(threshold),
+        threshold_amount=format_money(threshold, currency, mail.locale),
+        checked_at=format_moment(checked_at, mail.locale),
+        top_up_url=_url(top_up_url),
+        auto_reload_enabled=bool(auto_reload_enabled),
+    )
+
+
+def render_depleted(
+    *,
+    locale: str,
+    account_name: str,
+    account_id: str,
+    balance: Decimal,
+    currency: str,
+    floor: Decimal,
+    occurred_at: datetime,
+    display_currency: str,
+    usd_rate: Decimal | None,
+    top_up_url: str | None,
+) -> RenderedMail:
+    """The balance reached zero (or the floor): the API is stopped, numbers at risk."""
+    mail = _Mail(locale, account_name, account_id, currency, display_currency, usd_rate)
+    _require_decimal("floor", floor)
+    return mail.render(
+        "depleted",
+        balance=mail.money(balance),
+        floor=mail.money(floor),
+        floor_is_zero=floor.is_zero(),
+        occurred_at=format_moment(occurred_at, mail.locale),
+        top_up_url=_url(top_up_url),
+    )
+
+
+def render_auto_reload_disabled(
+    *,
+    locale: str,
+    account_name: str,
+    account_id: str,
+    balance: Decimal,
+    currency: str,
+    reload_amount: Decimal,
+    declines: int,
+    reason: str,
+    occurred_at: datetime,
+    display_currency: str,
+    usd_rate: Decimal | None,
+    top_up_url: str | None,
+) -> RenderedMail:
+    """Auto-reload was turned off after `declines` declined charges in a row."""
+    if isinstance(declines, bool) or not isinstance(declines, int) or declines < 1:
+        raise ValueError(f"declines must be a positive int, not {declines!r}")
+    mail = _Mail(locale, account_name, account_id, currency, display_currency, usd_rate)
+    return mail.render(
+        "auto_reload_disabled",
+        balance=mail.money(balance),
+        reload_amount=mail.money(reload_amount),
+        declines=declines,
+        reason=one_line(reason),
+        occurred_at=format_moment(occurred_at, mail.locale),
+        top_up_url=_url(top_up_url),
+    )
+
+
+def one_line(text: str) -> str:
+    """`text` on one line: control characters and line separators become single spaces.
+
+    Names and decline reasons come from customers and PSPs; a CR/LF in a subject would
+    start new mail headers, and in a body it could forge lines.
+    """
+    spaced = "".join(
+        " " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in str(text)
+    )
+    return " ".join(spaced.split())
+
+
+class _Mail:
+    """What every mail of one account shares: locale, names, how money is shown."""
+
+    def __init__(
+        self,
+        locale: str,
+        account_name: str,
+        account_id: str,
+        currency: str,
+        display_currency: str,
+        usd_rate: Decimal | None,
+    ) -> None:
+        self.locale = resolve_locale(locale)
+        self.account_name = one_line(account_name)
+        self.account_id = one_line(account_id)
+        self.currency = currency
+        self.usd_rate: Decimal | None = None
+        shows_usd = display_currency == DISPLAY_CURRENCY != currency
+        if shows_usd and usd_rate is not None:
+            _require_decimal("usd_rate", usd_rate)
+            if usd_rate <= 0:
+                raise ValueError(f"usd_rate must be positive, not {usd_rate}")
+            self.usd_rate = usd_rate
+
+    def money(self, amount: Decimal) -> str:
+        """The figure in the account currency, with the display-only USD equivalent beside it.
+
+        Worded once, by `<locale>/money.txt.j2`, and returned as plain text so that HTML
+        escapes it: a macro from a text template, called in HTML, comes back marked safe
+        without escaping, so HTML templates never import text macros.
+        """
+        fields: dict[str, Any] = {
+            "amount": format_money(amount, self.currency, self.locale),
+            "currency": self.currency,
+            "equivalent": None,
+            "rate": None,
+        }
+        if self.usd_rate is not None:
+            usd = display_equivalent(amount, self.usd_rate, DISPLAY_CURRENCY)
+            fields["equivalent"] = format_money(usd, DISPLAY_CURRENCY, self.locale)
+            fields["rate"] = format_decimal(
+                self.usd_rate, locale=_BABEL_LOCALE[self.locale], decimal_quantization=False
+            )
+        return self._render("money.txt.j2", fields).strip()
+
+    def render(self, kind: str, **fields: Any) -> RenderedMail:
+        context = {
+            "account_name": self.account_name,
+            "account_id": self.account_id,
+            "html_lang": _HTML_LANG[self.locale],
+            **fields,
+        }
+        subject = one_line(self._render(f"{kind}.subject.txt.j2", context))
+        text = self._render(f"{kind}.txt.j2", context)
+        html = self._render(f"{kind}.html.j2", {**context, "subject": subject})
+        return RenderedMail(subject=subject, text=text, html=html)
+
+    def _render(self, name: str, context: dict[str, Any]) -> str:
+        return environment().get_template(f"{self.locale}/{name}").render(context)
+
+
+def _url(url: str | None) -> str | None:
+    """An http(s) link or None: it is written into an href, so no `javascript:`."""
+    if url is None or not url.strip():
+        return None
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in url):
+        raise ValueError(f"top_up_url must be an absolute http(s) URL, not {url[:80]!r}")
+    return url
+
+
+def _require_decimal(field: str, value: object) -> None:
+    """Money is Decimal: a float here would already have lost digits."""
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise TypeError(f"{field} must be a finite Decimal, not {value!r}")

@@ -1,0 +1,55 @@
+"""The one task base class: it owns the DB session of a task run.
+
+Commit on success, roll back on error, and only then send follow-up messages
+(pattern from pypi/warehouse's WarehouseTask). Refusals (DomainError) are expected
+outcomes, not crashes: they are not retried and are logged without a traceback.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+from celery import Task
+from sqlalchemy.exc import OperationalError
+
+from worker.db.session import UnitOfWork, unit_of_work
+from worker.kernel.errors import DomainError
+
+_current: ContextVar[UnitOfWork | None] = ContextVar("balance_uow", default=None)
+
+
+class DbTask(Task):  # type: ignore[misc]
+    abstract = True
+    acks_late = True
+    reject_on_worker_lost = True
+    throws = (DomainError,)
+    # A dropped DB connection is retried with backoff (tasks are idempotent); the
+    # countdown stays far below the broker's visibility timeout.
+    autoretry_for = (OperationalError,)
+    retry_backoff = 2
+    retry_backoff_max = 60
+    retry_jitter = True
+    max_retries = 5
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from worker.celery import dispatch
+
+        with unit_of_work(dispatch=dispatch) as uow:
+            token = _current.set(uow)
+            try:
+                return super().__call__(*args, **kwargs)
+            finally:
+                _current.reset(token)
+
+    @property
+    def uow(self) -> UnitOfWork:
+        uow = _current.get()
+        if uow is None:
+            raise RuntimeError("no unit of work: call the task, not task.run")
+        return uow
+
+
+def task_key(task_id: str) -> str:
+    """An idempotency key from a message id (dashes dropped: uuid groups never read as digits)."""
+    return f"task-{task_id.replace('-', '')}"

@@ -1,1 +1,0 @@
-"""Thin Celery tasks: parse arguments, call one service, return a dict."""
