@@ -861,3 +861,36 @@ def test_concurrent_batches_over_the_same_accounts_in_any_order_charge_each_once
         assert uow.session.scalar(select(func.count()).select_from(Charge)) == 12
         assert ledger.audit(uow.session)["ok"]
     assert {_get(i).balance for i in ids} == {Decimal("20.00")}
+
+
+class _TimeIsUp(Exception):
+    """Stands for Celery's SoftTimeLimitExceeded, which the task passes in as a stop."""
+
+
+def test_an_exception_the_task_names_as_a_stop_ends_the_whole_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.psp.sandbox import RemoteSide
+
+    first, second, last, _ = _batch_accounts()
+    real = RemoteSide.charge
+
+    def time_is_up_at_the_second(self: RemoteSide, request: Any) -> Any:
+        if second in request.idempotency_key:
+            raise _TimeIsUp
+        return real(self, request)
+
+    monkeypatch.setattr(RemoteSide, "charge", time_is_up_at_the_second)
+    # Not named as a stop: one account's failure, counted, and the batch goes on.
+    result, _ = _batch([first, second, last])
+    assert result["errors"] == 1 and result["succeeded"] == 2
+    assert _get(last).balance == Decimal("20.00")
+
+    first, second, last, _ = _batch_accounts()
+    with pytest.raises(_TimeIsUp):  # named as a stop: raised, the rest is never sent
+        _batch([first, second, last], stops=(_TimeIsUp,))
+    assert _get(first).balance == Decimal("20.00")
+    assert _get(last).balance == Decimal("0")
+    with unit_of_work() as uow:  # the stopped account's charge waits for the janitor
+        stopped = uow.session.scalars(select(Charge).where(Charge.account_id == second)).one()
+        assert stopped.status == "processing"

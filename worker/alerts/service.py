@@ -3,7 +3,7 @@
 An alert is `armed` until the scan finds the balance below the threshold; then it fires
 once (a `balance.low` event and a mail, committed with the state `sent`) and stays quiet
 however many scans follow. The credit that lifts the balance back to the threshold
-re-arms it (services/ledger.py); the scan re-arms any it finds recovered as a safety net.
+re-arms it (worker/ledger/service.py); the scan re-arms any it finds recovered as a safety net.
 
 Concurrency: the scan locks due rows (FOR UPDATE, in id order) and PostgreSQL re-checks
 `alert_state = 'armed'` after waiting for a lock, so two scans at the same moment, or a

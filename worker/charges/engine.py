@@ -5,10 +5,15 @@
 2. The adapter answers with one of five outcomes; `apply` records it under the charge's
    row lock. Success credits the balance in the same DB transaction (ledger reference =
    charge id, unique), so a charge is credited at most once whoever applies it.
-3. `sync_pending` (the janitor) resolves charges whose outcome is unknown, or whose
-   worker vanished (lease expired), by *looking them up* at the PSP: never by charging.
+3. The janitor (worker/charges/janitor.py) resolves charges whose outcome is unknown, or
+   whose worker vanished (lease expired), by *looking them up* at the PSP: never by
+   charging. Top-ups are in worker/charges/top_up.py.
 
-Status only moves forward; succeeded, declined and failed are terminal.
+Status only moves forward (worker/charges/states.py); succeeded, declined and failed are
+terminal. The domains that react to outcomes hand `apply` their hooks (see below).
+
+Longer than 400 lines on purpose: creating a charge (`begin`), recording an answer
+(`apply`) and closing one (`fail`) are one state machine over one row, read together.
 """
 
 from __future__ import annotations

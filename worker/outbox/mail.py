@@ -19,6 +19,9 @@ MAIL_RETRY_MAX_SECONDS); after MAIL_MAX_ATTEMPTS the mail is `failed` with a `ma
 event. The Message-ID is derived from the row id, so the one unavoidable duplicate (a
 crash after the SMTP server accepted, before our commit) carries the same Message-ID for
 the receiving side to fold. Error texts and logs never carry SMTP_PASSWORD or a card number.
+
+Longer than 400 lines on purpose: the outbox and its one sender share the row's life cycle
+(queue, claim, send, retry, fail), which reads best in one place.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Customer mail bodies (subject, text, HTML) rendered from Jinja2 templates per locale.
 
-Pure: no database, no SMTP; `worker.services.mail` queues and sends what this returns.
+Pure: no database, no SMTP; `worker.outbox.mail` queues and sends what this returns.
 The wording lives in `worker/templates/mail/<locale>/`, so translators never touch Python.
 
 Money is Decimal and is never rounded silently: a figure shows the currency's usual
@@ -69,7 +69,7 @@ def display_equivalent(amount: Decimal, rate: Decimal, currency: str = DISPLAY_C
     """`amount` × `rate` in `currency`'s minor unit, rounded once, half-even (display only).
 
     The product is computed exactly (enough precision for every digit), so the rounding
-    to minor units by `worker.money.to_minor_units` is the only one.
+    to minor units by `worker.kernel.money.to_minor_units` is the only one.
     """
     _require_decimal("amount", amount)
     _require_decimal("rate", rate)

@@ -4,6 +4,10 @@ The rules are data (worker/data/settlement_timing.toml, transcribed from Stripe'
 "balances and settlement timing" page) so a reviewer can check them row by row and an
 operator file can change or add rows without a release. Everything here is pure: no
 database, no broker; the only outside input is the `holidays` package's calendars.
+
+Longer than 400 lines on purpose: the table's loader, its validation and the date rules
+(calendar and business days, public holidays, Japan's weekly payout) are one piece that a
+reviewer checks against seed 004 at once.
 """
 
 from __future__ import annotations
