@@ -6,15 +6,27 @@ from collections.abc import Callable
 
 from config import Settings, get_settings
 from worker.errors import ValidationError
+from worker.psp import braintree_gateway, paypal_rest
 from worker.psp.bank_transfer import BankTransfer
 from worker.psp.base import PspAdapter
 from worker.psp.braintree import BraintreeSandbox
+from worker.psp.braintree_gateway import BraintreeAdapter
 from worker.psp.paypal import PaypalSandbox
+from worker.psp.paypal_rest import PaypalRestAdapter
+from worker.psp.wechat_pay import WechatPaySandbox
 
 ADAPTERS: dict[str, Callable[[Settings], PspAdapter]] = {
     "braintree": BraintreeSandbox,
     "paypal": PaypalSandbox,
     "bank_transfer": BankTransfer,
+    "wechat_pay": WechatPaySandbox,
+    "braintree_gateway": BraintreeAdapter,
+    "paypal_rest": PaypalRestAdapter,
+}
+# Start-up checks of an adapter's own settings (credentials), run when PSP_ENABLED names it.
+SETTINGS_CHECKS: dict[str, Callable[[Settings], None]] = {
+    "braintree_gateway": braintree_gateway.check_settings,
+    "paypal_rest": paypal_rest.check_settings,
 }
 
 
@@ -27,7 +39,8 @@ def get_adapter(name: str, field: str = "psp") -> PspAdapter:
 
 
 def check_enabled(settings: Settings) -> None:
-    """Start-up check: every name in PSP_ENABLED has an adapter registered here."""
+    """Start-up check: every name in PSP_ENABLED has an adapter registered here, and the
+    adapters it names have their settings (a missing credential stops start-up naming it)."""
     from config import SettingsError
 
     unknown = [n for n in settings.psp_enabled if n not in ADAPTERS]
@@ -35,3 +48,7 @@ def check_enabled(settings: Settings) -> None:
         raise SettingsError(
             f"PSP_ENABLED: unknown PSP {unknown[0]!r} (registered: {', '.join(ADAPTERS)})"
         )
+    for name in settings.psp_enabled:
+        check = SETTINGS_CHECKS.get(name)
+        if check is not None:
+            check(settings)

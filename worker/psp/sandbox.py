@@ -33,6 +33,7 @@ from sqlalchemy import (
     create_engine,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -42,7 +43,7 @@ from config import Settings
 from worker.clock import now
 from worker.db.session import ping_when_idle
 from worker.money import exponent
-from worker.psp.base import ChargeRequest, ChargeResult, Outcome
+from worker.psp.base import ChargeRequest, ChargeResult, Outcome, RefundRequest, RefundResult
 from worker.psp.errors import TransportError, VaultRefused
 from worker.redaction import refuse_pan
 
@@ -219,6 +220,96 @@ class RemoteSide:
         if processed.tzinfo is None:  # SQLite hands back naive UTC
             processed = processed.replace(tzinfo=UTC)
         return replace(self._result(stored), processed_at=processed)
+
+    def record(
+        self,
+        request: ChargeRequest,
+        outcome: Outcome,
+        reference: str,
+        code: str | None = None,
+        text: str | None = None,
+    ) -> ChargeResult:
+        """Record a charge with a given outcome once per key (a repeat returns the first
+        record): for stubs whose answer does not come from the amount table (WeChat Pay)."""
+        row: dict[str, Any] = {
+            "psp": self.psp,
+            "idempotency_key": request.idempotency_key,
+            "reference": reference,
+            "token": request.token,
+            "amount_minor": request.amount_minor,
+            "currency": request.currency,
+            "outcome": outcome.value,
+            "code": code,
+            "text": text,
+            "refunded_minor": 0,
+            "created_at": now(),
+        }
+        with self.engine.begin() as conn:
+            insert = _PG_INSERT if conn.dialect.name == "postgresql" else _SQLITE_INSERT
+            stored = conn.execute(insert, row).one_or_none()
+            if stored is None:
+                stored = self._find(conn, request.idempotency_key)
+        return self._result(stored)
+
+    def complete(self, idempotency_key: str, outcome: Outcome) -> bool:
+        """Move a pending charge to its final outcome (the payer paid, or the order expired);
+        False when there is no pending charge with that key."""
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                update(remote_charges)
+                .where(
+                    remote_charges.c.psp == self.psp,
+                    remote_charges.c.idempotency_key == idempotency_key,
+                    remote_charges.c.outcome == Outcome.PENDING.value,
+                )
+                .values(outcome=outcome.value, code=None, text=None)
+                .returning(remote_charges.c.reference)
+            ).one_or_none()
+        return moved is not None
+
+    def refund(self, request: RefundRequest) -> RefundResult:
+        """Refund a succeeded charge found by its reference, at most what it has left, once
+        per refund key (a repeat returns the first answer). Refunds are rows of their own
+        under `<psp>:refund`. Not atomic across its statements: a stub for one caller."""
+        refunds = f"{self.psp}:refund"
+        with self.engine.begin() as conn:
+            earlier = conn.execute(
+                _FIND, {"psp": refunds, "key": request.idempotency_key}
+            ).one_or_none()
+            if earlier is None:
+                charges = remote_charges.c
+                taken = conn.execute(
+                    update(remote_charges)
+                    .where(
+                        charges.psp == self.psp,
+                        charges.reference == request.charge_reference,
+                        charges.outcome == Outcome.SUCCEEDED.value,
+                        charges.currency == request.currency,
+                        charges.refunded_minor + request.amount_minor <= charges.amount_minor,
+                    )
+                    .values(refunded_minor=charges.refunded_minor + request.amount_minor)
+                    .returning(charges.reference)
+                ).one_or_none()
+                row: dict[str, Any] = {
+                    "psp": refunds,
+                    "idempotency_key": request.idempotency_key,
+                    "reference": f"rf_{uuid.uuid4().hex[:16]}",
+                    "token": request.charge_reference,
+                    "amount_minor": request.amount_minor,
+                    "currency": request.currency,
+                    "outcome": (Outcome.SUCCEEDED if taken else Outcome.DECLINED).value,
+                    "code": None if taken else "not_refundable",
+                    "text": None if taken else "no succeeded charge with that much left",
+                    "refunded_minor": 0,
+                    "created_at": now(),
+                }
+                insert = _PG_INSERT if conn.dialect.name == "postgresql" else _SQLITE_INSERT
+                conn.execute(insert, row)
+                earlier = conn.execute(
+                    _FIND, {"psp": refunds, "key": request.idempotency_key}
+                ).one()
+        reference = earlier.reference if earlier.outcome == Outcome.SUCCEEDED.value else None
+        return RefundResult(Outcome(earlier.outcome), reference, earlier.code, earlier.text)
 
     def count(self, idempotency_key: str | None = None) -> int:
         """How many charges the remote side holds (tests prove 'never twice' with it)."""
