@@ -32,16 +32,6 @@ def amount_string(amount_minor: int, currency: str) -> str:
     return format_amount(Decimal(amount_minor).scaleb(-exponent(currency)), currency)
 
 
-def minor_units(value: str | Decimal, currency: str) -> int:
-    """The inverse of `amount_string` for an amount a PSP sends back ("10.50" EUR -> 1050).
-
-    Raises ValueError when the amount has more digits than the currency's minor unit."""
-    amount = Decimal(str(value)).scaleb(exponent(currency))
-    if amount != amount.to_integral_value():
-        raise ValueError(f"{value} {currency} is not a whole number of minor units")
-    return int(amount)
-
-
 def clip(text: object, limit: int = TEXT_MAX) -> str | None:
     """A PSP's text as we may store and log it: card numbers redacted, cut to `limit`."""
     if text is None:

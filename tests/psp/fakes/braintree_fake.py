@@ -11,11 +11,13 @@ Behaviour follows Braintree's sandbox (reference/general/testing): nonces
 `fake-valid-nonce`, `fake-valid-visa-nonce`, `fake-valid-mastercard-nonce`,
 `fake-valid-amex-nonce`, `fake-paypal-billing-agreement-nonce`,
 `fake-processor-declined-visa-nonce` (verification declined 2000), `fake-consumed-nonce`
-(93107); amounts 2000.00-2999.99 processor-declined with that code (2099: "Cardholder
-Authentication Required"), 3000.00-3000.99 failed with 3000, 5001.00 gateway rejected.
+(93107); the fake nonces can be used again, like the sandbox's; amounts 2000.00-2999.99
+processor-declined with that code (2099: "Cardholder Authentication Required"),
+3000.00-3000.99 failed with 3000, 5001.00 gateway rejected.
 A fake-only extension: `NONCE:tag` is a distinct card or PayPal payer per tag.
 Knobs: `hang_amounts` (the sale is recorded, the answer comes after `hang_seconds`),
-`default_currency` and `merchant_accounts`, `settle(id)`.
+`error_amounts` (the sale is recorded, the answer is a 500), `fail_next_sales` (the processor
+is down), `default_currency` and `merchant_accounts`, `settle(id)`.
 """
 
 from __future__ import annotations
@@ -163,10 +165,11 @@ class BraintreeFake:
     merchant_accounts: dict[str, str] = field(default_factory=dict)  # id -> currency
     hang_amounts: set[str] = field(default_factory=set)
     hang_seconds: float = 2.0
+    error_amounts: set[str] = field(default_factory=set)
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # token -> method
     transactions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    consumed: set[str] = field(default_factory=set)
+    fail_next_sales: int = 0  # the processor is down for the next N sales (status failed, 3000)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
@@ -269,8 +272,9 @@ class BraintreeFake:
         if customer not in self.customers:
             return _error("Customer ID is invalid.", "91510", "customer_id", "payment_method")
         raw = str(params.get("payment_method_nonce", ""))
-        base, _, tag = raw.partition(":")
-        if raw in self.consumed or base == CONSUMED_NONCE:
+        base, _, rest = raw.partition(":")
+        tag = rest.partition(":")[0]  # NONCE:tag[:anything]: the same instrument per tag
+        if base == CONSUMED_NONCE:
             return _error(
                 "Cannot use a payment_method_nonce more than once.",
                 "93107",
@@ -294,7 +298,6 @@ class BraintreeFake:
                 "updated_at": now,
             }
             self.methods[token] = {"kind": "paypal", **method}
-            self.consumed.add(raw)
             return _xml(201, "paypal-account", method)
         if base == DECLINED_NONCE:
             verification = {
@@ -342,7 +345,6 @@ class BraintreeFake:
             "updated_at": now,
         }
         self.methods[token] = {"kind": "card", **method}
-        self.consumed.add(raw)
         return _xml(201, "credit-card", method)
 
     # -- transactions --------------------------------------------------------------------
@@ -404,7 +406,8 @@ class BraintreeFake:
             txn["processor_response_type"] = kind
             self._move(txn, "processor_declined")
             return self._refused(txn, text)
-        if Decimal("3000") <= amount < Decimal("3001"):
+        if self.fail_next_sales > 0 or Decimal("3000") <= amount < Decimal("3001"):
+            self.fail_next_sales = max(0, self.fail_next_sales - 1)
             txn.update(processor_response_code="3000", processor_response_type="soft_declined")
             txn["processor_response_text"] = "Processor Network Unavailable - Try Again"
             self._move(txn, "failed")
@@ -421,6 +424,8 @@ class BraintreeFake:
         self._move(txn, "authorized")
         if txn["submitted"]:
             self._move(txn, "submitted_for_settlement")
+        if params["amount"] in self.error_amounts:
+            return Response(500, b"", "text/plain")
         delay = self.hang_seconds if params["amount"] in self.hang_amounts else 0.0
         return _xml(201, "transaction", self._view(txn), delay=delay)
 

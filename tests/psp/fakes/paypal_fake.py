@@ -16,7 +16,8 @@ account setting that refuses a second payment for one `invoice_id` (DUPLICATE_IN
 
 Fake-only conventions (PayPal's sandbox uses mock headers instead): amounts 2000.00-2999.99
 are INSTRUMENT_DECLINED except 2099.00, PAYER_ACTION_REQUIRED; 3000.00-3000.99 answer 429;
-`hang_amounts` complete, then answer after `hang_seconds`; `pending_amounts` leave the capture
+`hang_amounts` complete, then answer after `hang_seconds`; `error_amounts` complete, then
+answer 500; `pending_amounts` leave the capture
 PENDING; `approve_only` leaves vault orders APPROVED (the adapter must capture them).
 """
 
@@ -65,6 +66,7 @@ class PaypalFake:
     block_duplicate_invoice: bool = True
     hang_amounts: set[str] = field(default_factory=set)
     hang_seconds: float = 2.0
+    error_amounts: set[str] = field(default_factory=set)
     pending_amounts: set[str] = field(default_factory=set)
     approve_only: bool = False
     tokens: dict[str, float] = field(default_factory=dict)  # access token -> expiry (monotonic)
@@ -291,6 +293,11 @@ class PaypalFake:
         self.orders[order_id] = order
         if not self.approve_only:
             self._complete(order)
+        if value in self.error_amounts:  # done, but the answer is a server error
+            return _error(500, "INTERNAL_SERVER_ERROR", "INTERNAL_SERVICE_ERROR", "fake"), (
+                "order",
+                order_id,
+            )
         delay = self.hang_seconds if value in self.hang_amounts else 0.0
         return _json(201, self._order_view(order), delay=delay), ("order", order_id)
 
