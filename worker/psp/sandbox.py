@@ -262,7 +262,8 @@ class RemoteSide:
                     remote_charges.c.idempotency_key == idempotency_key,
                     remote_charges.c.outcome == Outcome.PENDING.value,
                 )
-                .values(outcome=outcome.value, code=None, text=None)
+                # created_at is what a look-up reports as processed_at: when it was paid.
+                .values(outcome=outcome.value, code=None, text=None, created_at=now())
                 .returning(remote_charges.c.reference)
             ).one_or_none()
         return moved is not None
