@@ -6,27 +6,51 @@ from collections.abc import Callable
 
 from config import Settings, get_settings
 from worker.errors import ValidationError
-from worker.psp import braintree_gateway, paypal_rest
 from worker.psp.bank_transfer import BankTransfer
 from worker.psp.base import PspAdapter
 from worker.psp.braintree import BraintreeSandbox
-from worker.psp.braintree_gateway import BraintreeAdapter
 from worker.psp.paypal import PaypalSandbox
-from worker.psp.paypal_rest import PaypalRestAdapter
 from worker.psp.wechat_pay import WechatPaySandbox
+
+
+# The real adapters are imported when first used: their SDKs (braintree, httpx) would cost
+# every process about half a second at start-up, enabled or not.
+def _braintree_gateway(settings: Settings) -> PspAdapter:
+    from worker.psp.braintree_gateway import BraintreeAdapter
+
+    return BraintreeAdapter(settings)
+
+
+def _paypal_rest(settings: Settings) -> PspAdapter:
+    from worker.psp.paypal_rest import PaypalRestAdapter
+
+    return PaypalRestAdapter(settings)
+
+
+def _check_braintree_gateway(settings: Settings) -> None:
+    from worker.psp.braintree_gateway import check_settings
+
+    check_settings(settings)
+
+
+def _check_paypal_rest(settings: Settings) -> None:
+    from worker.psp.paypal_rest import check_settings
+
+    check_settings(settings)
+
 
 ADAPTERS: dict[str, Callable[[Settings], PspAdapter]] = {
     "braintree": BraintreeSandbox,
     "paypal": PaypalSandbox,
     "bank_transfer": BankTransfer,
     "wechat_pay": WechatPaySandbox,
-    "braintree_gateway": BraintreeAdapter,
-    "paypal_rest": PaypalRestAdapter,
+    "braintree_gateway": _braintree_gateway,
+    "paypal_rest": _paypal_rest,
 }
 # Start-up checks of an adapter's own settings (credentials), run when PSP_ENABLED names it.
 SETTINGS_CHECKS: dict[str, Callable[[Settings], None]] = {
-    "braintree_gateway": braintree_gateway.check_settings,
-    "paypal_rest": paypal_rest.check_settings,
+    "braintree_gateway": _check_braintree_gateway,
+    "paypal_rest": _check_paypal_rest,
 }
 
 
