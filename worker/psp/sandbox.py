@@ -70,6 +70,12 @@ remote_charges = Table(
 # Built once: the charge path runs these for every charge.
 _PG_INSERT = pg_insert(remote_charges).on_conflict_do_nothing().returning(*remote_charges.c)
 _SQLITE_INSERT = sqlite_insert(remote_charges).on_conflict_do_nothing().returning(*remote_charges.c)
+
+
+def _insert(conn: Any) -> Any:
+    return _PG_INSERT if conn.dialect.name == "postgresql" else _SQLITE_INSERT
+
+
 _FIND = select(remote_charges).where(
     remote_charges.c.psp == bindparam("psp"), remote_charges.c.idempotency_key == bindparam("key")
 )
@@ -180,26 +186,14 @@ class RemoteSide:
     def charge(self, request: ChargeRequest) -> ChargeResult:
         """Record once per key (a repeat returns the first outcome), then answer."""
         outcome, code, msg = sandbox_result(request.amount_minor, request.currency)
-        row: dict[str, Any] = {
-            "psp": self.psp,
-            "idempotency_key": request.idempotency_key,
-            "reference": f"{self.psp[:2]}_{uuid.uuid4().hex[:16]}",
-            "token": request.token,
-            "amount_minor": request.amount_minor,
-            "currency": request.currency,
-            "outcome": outcome.value,
-            "code": code,
-            "text": msg,
-            "refunded_minor": 0,
-            "created_at": now(),
-        }
+        reference = f"{self.psp[:2]}_{uuid.uuid4().hex[:16]}"
+        row = self._row(request, outcome, reference, code, msg)
         # One statement for a new key (the row comes back from the INSERT); a repeated key
         # (or a processor that is unavailable) reads the first record instead.
         with self.engine.begin() as conn:
             stored = None
             if outcome is not Outcome.NOT_ATTEMPTED:
-                insert = _PG_INSERT if conn.dialect.name == "postgresql" else _SQLITE_INSERT
-                stored = conn.execute(insert, row).one_or_none()
+                stored = conn.execute(_insert(conn), row).one_or_none()
             if stored is None:
                 stored = self._find(conn, request.idempotency_key)
         if self.latency:
@@ -231,22 +225,9 @@ class RemoteSide:
     ) -> ChargeResult:
         """Record a charge with a given outcome once per key (a repeat returns the first
         record): for stubs whose answer does not come from the amount table (WeChat Pay)."""
-        row: dict[str, Any] = {
-            "psp": self.psp,
-            "idempotency_key": request.idempotency_key,
-            "reference": reference,
-            "token": request.token,
-            "amount_minor": request.amount_minor,
-            "currency": request.currency,
-            "outcome": outcome.value,
-            "code": code,
-            "text": text,
-            "refunded_minor": 0,
-            "created_at": now(),
-        }
+        row = self._row(request, outcome, reference, code, text)
         with self.engine.begin() as conn:
-            insert = _PG_INSERT if conn.dialect.name == "postgresql" else _SQLITE_INSERT
-            stored = conn.execute(insert, row).one_or_none()
+            stored = conn.execute(_insert(conn), row).one_or_none()
             if stored is None:
                 stored = self._find(conn, request.idempotency_key)
         return self._result(stored)
@@ -291,21 +272,21 @@ class RemoteSide:
                     .values(refunded_minor=charges.refunded_minor + request.amount_minor)
                     .returning(charges.reference)
                 ).one_or_none()
-                row: dict[str, Any] = {
-                    "psp": refunds,
-                    "idempotency_key": request.idempotency_key,
-                    "reference": f"rf_{uuid.uuid4().hex[:16]}",
-                    "token": request.charge_reference,
-                    "amount_minor": request.amount_minor,
-                    "currency": request.currency,
-                    "outcome": (Outcome.SUCCEEDED if taken else Outcome.DECLINED).value,
-                    "code": None if taken else "not_refundable",
-                    "text": None if taken else "no succeeded charge with that much left",
-                    "refunded_minor": 0,
-                    "created_at": now(),
-                }
-                insert = _PG_INSERT if conn.dialect.name == "postgresql" else _SQLITE_INSERT
-                conn.execute(insert, row)
+                row = self._row(
+                    ChargeRequest(
+                        request.idempotency_key,
+                        request.charge_reference,  # the token column holds what it refunds
+                        request.amount_minor,
+                        request.currency,
+                        "refund",
+                    ),
+                    Outcome.SUCCEEDED if taken else Outcome.DECLINED,
+                    f"rf_{uuid.uuid4().hex[:16]}",
+                    None if taken else "not_refundable",
+                    None if taken else "no succeeded charge with that much left",
+                    psp=refunds,
+                )
+                conn.execute(_insert(conn), row)
                 earlier = conn.execute(
                     _FIND, {"psp": refunds, "key": request.idempotency_key}
                 ).one()
@@ -319,6 +300,29 @@ class RemoteSide:
             if idempotency_key is not None:
                 query = query.where(remote_charges.c.idempotency_key == idempotency_key)
             return len(conn.execute(query).all())
+
+    def _row(
+        self,
+        request: ChargeRequest,
+        outcome: Outcome,
+        reference: str,
+        code: str | None,
+        text: str | None,
+        psp: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "psp": psp or self.psp,
+            "idempotency_key": request.idempotency_key,
+            "reference": reference,
+            "token": request.token,
+            "amount_minor": request.amount_minor,
+            "currency": request.currency,
+            "outcome": outcome.value,
+            "code": code,
+            "text": text,
+            "refunded_minor": 0,
+            "created_at": now(),
+        }
 
     def _find(self, conn: Any, key: str) -> Any:
         return conn.execute(_FIND, {"psp": self.psp, "key": key}).one_or_none()
