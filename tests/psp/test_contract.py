@@ -19,6 +19,7 @@ import uuid
 import pytest
 
 from tests.psp.conftest import (
+    ADAPTERS,
     DECLINE,
     LOST,
     NEEDS_ACTION,
@@ -30,6 +31,7 @@ from tests.psp.conftest import (
 )
 from worker.psp.base import ChargeRequest, Outcome, RefundRequest, VaultRequest
 from worker.psp.errors import TransportError, VaultRefused, VaultUnavailable
+from worker.psp.registry import ADAPTERS as REGISTERED
 
 
 def _request(idempotency_key: str, token: str, amount_minor: int) -> ChargeRequest:
@@ -44,6 +46,10 @@ def _method_token(h: Harness, tag: str = "") -> str:
 def _need_on_demand(h: Harness, why: str) -> None:
     if not h.adapter.on_demand:
         pytest.skip(f"{h.name} is not charged on demand: {why}")
+
+
+def test_every_registered_adapter_runs_the_contract() -> None:
+    assert sorted(ADAPTERS) == sorted(REGISTERED)
 
 
 def test_vault_gives_a_token_and_one_fingerprint_per_instrument(harness: Harness) -> None:
