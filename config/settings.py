@@ -20,6 +20,9 @@ from sqlalchemy.exc import ArgumentError
 
 _DECIMAL_RE = re.compile(r"^-?[0-9]{1,14}(\.[0-9]{1,6})?$")
 _DB_DRIVERS = {"postgresql+psycopg", "sqlite", "sqlite+pysqlite"}
+# The most HTTP requests a real adapter makes for one charge (Braintree: search ids, fetch,
+# sale; PayPal: token, create order, capture): a charge's worst case must fit in its lease.
+PSP_REQUESTS_PER_CHARGE = 3
 _BROKER_SCHEMES = ("redis://", "rediss://", "sqla+sqlite://", "memory://", "amqp://", "pyamqp://")
 
 
@@ -52,6 +55,29 @@ def _database_url(value: str | None) -> str | None:
     if driver not in _DB_DRIVERS:
         raise ValueError(f"driver {driver!r} is not supported (use postgresql+psycopg or sqlite)")
     return url.render_as_string(hide_password=False)
+
+
+def _psp_base_url(value: str) -> str:
+    """A PSP API's origin: scheme, host and port only (`https://api-m.paypal.com`)."""
+    if not re.fullmatch(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?/?", value.strip()):
+        raise ValueError("must be an http(s) URL of a host, like https://api-m.paypal.com")
+    return value.strip().rstrip("/")
+
+
+def _parse_merchant_accounts(value: str) -> dict[str, str]:
+    """`EUR=acme_eur,USD=acme_usd` -> {currency: Braintree merchant account id}."""
+    accounts: dict[str, str] = {}
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        code, sep, account = part.partition("=")
+        code, account = code.strip().upper(), account.strip()
+        if not sep or code not in list_currencies() or not re.fullmatch(r"[A-Za-z0-9_-]+", account):
+            raise ValueError(
+                f"{part[:40]!r} is not CURRENCY=MERCHANT_ACCOUNT_ID (e.g. EUR=acme_eur)"
+            )
+        accounts[code] = account
+    return accounts
 
 
 def _parse_rates(value: str) -> dict[str, Decimal]:
@@ -122,6 +148,18 @@ class Settings(BaseSettings):
     braintree_private_key: SecretStr | None = Field(default=None, alias="BRAINTREE_PRIVATE_KEY")
     paypal_client_id: str | None = Field(default=None, alias="PAYPAL_CLIENT_ID")
     paypal_client_secret: SecretStr | None = Field(default=None, alias="PAYPAL_CLIENT_SECRET")
+    # Real adapters (braintree_gateway, paypal_rest): where they talk and how long they wait.
+    braintree_environment: str = Field(default="sandbox", alias="BRAINTREE_ENVIRONMENT")
+    # A local fake of Braintree's API instead of the environment's host (tests): http(s)://h:p
+    braintree_base_url: str | None = Field(default=None, alias="BRAINTREE_BASE_URL")
+    # Braintree charges in the merchant account's currency: "EUR=acme_eur,USD=acme_usd".
+    braintree_merchant_accounts_list: str = Field(default="", alias="BRAINTREE_MERCHANT_ACCOUNTS")
+    paypal_base_url: str = Field(
+        default="https://api-m.sandbox.paypal.com", alias="PAYPAL_BASE_URL"
+    )
+    psp_http_timeout_seconds: float = Field(
+        default=30.0, alias="PSP_HTTP_TIMEOUT_SECONDS", gt=0, le=120
+    )
     psp_stub_latency_ms: int = Field(default=0, alias="PSP_STUB_LATENCY_MS", ge=0, le=600_000)
     psp_stub_timeout_amounts_list: str = Field(default="", alias="PSP_STUB_TIMEOUT_AMOUNTS")
     psp_stub_timeout_rate: Decimal = Field(default=Decimal("0"), alias="PSP_STUB_TIMEOUT_RATE")
@@ -201,6 +239,32 @@ class Settings(BaseSettings):
             raise ValueError(f"{bad[0]!r} is not a PSP name (e.g. braintree,paypal)")
         return ",".join(names)
 
+    @field_validator("braintree_environment")
+    @classmethod
+    def _check_braintree_environment(cls, value: str) -> str:
+        env = value.strip().lower()
+        if env not in {"sandbox", "production"}:
+            raise ValueError("must be sandbox or production")
+        return env
+
+    @field_validator("braintree_base_url")
+    @classmethod
+    def _check_braintree_base_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return _psp_base_url(value)
+
+    @field_validator("paypal_base_url")
+    @classmethod
+    def _check_paypal_base_url(cls, value: str) -> str:
+        return _psp_base_url(value)
+
+    @field_validator("braintree_merchant_accounts_list")
+    @classmethod
+    def _check_braintree_merchant_accounts(cls, value: str) -> str:
+        _parse_merchant_accounts(value)
+        return value
+
     @field_validator("psp_stub_timeout_amounts_list")
     @classmethod
     def _check_timeout_amounts(cls, value: str) -> str:
@@ -256,6 +320,11 @@ class Settings(BaseSettings):
     @property
     def usd_display_rates(self) -> dict[str, Decimal]:
         return _parse_rates(self.usd_display_rates_list)
+
+    @property
+    def braintree_merchant_accounts(self) -> dict[str, str]:
+        """{currency: Braintree merchant account id}; a currency not listed uses the default."""
+        return _parse_merchant_accounts(self.braintree_merchant_accounts_list)
 
     @property
     def psp_enabled(self) -> tuple[str, ...]:
@@ -319,6 +388,14 @@ class Settings(BaseSettings):
             raise SettingsError(
                 "CHARGE_LEASE_SECONDS: must be larger than TASK_TIME_LIMIT "
                 "(a charge in flight must be over before the janitor looks it up)"
+            )
+        psp_worst = PSP_REQUESTS_PER_CHARGE * 2 * self.psp_http_timeout_seconds
+        if psp_worst >= self.charge_lease_seconds:
+            raise SettingsError(
+                f"PSP_HTTP_TIMEOUT_SECONDS: a charge makes up to {PSP_REQUESTS_PER_CHARGE} PSP "
+                f"requests, each waiting up to twice this (connect, then read): "
+                f"{psp_worst:g} s must stay below CHARGE_LEASE_SECONDS "
+                f"({self.charge_lease_seconds})"
             )
         if self.broker_visibility_timeout_seconds <= self.task_time_limit_seconds:
             raise SettingsError(

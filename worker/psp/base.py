@@ -1,8 +1,10 @@
 """The adapter protocol. Inputs and outputs are frozen dataclasses (after saleor's
 payment interface): the charge engine never sees a PSP SDK object.
 
-A charge outcome is five-way. Only `declined` is a hard decline; `not_attempted` is safe
-to retry; `unknown` must be resolved by `lookup`, never by charging again.
+A charge outcome is six-way. Only `declined` is a hard decline; `not_attempted` is safe
+to retry; `unknown` must be resolved by `lookup`, never by charging again; `requires_action`
+means the cardholder must authenticate (3-D Secure / SCA, PayPal payer action): nothing was
+taken, and charging the same method again without the customer will not succeed.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Outcome(StrEnum):
@@ -19,6 +21,9 @@ class Outcome(StrEnum):
     DECLINED = "declined"
     NOT_ATTEMPTED = "not_attempted"
     UNKNOWN = "unknown"
+    # Braintree processor response 2099 "Cardholder Authentication Required", PayPal
+    # PAYER_ACTION_REQUIRED: the customer must act (authenticate, approve) before a charge.
+    REQUIRES_ACTION = "requires_action"
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class VaultRequest:
 
 @dataclass(frozen=True)
 class VaultedMethod:
-    type: str  # card | paypal | bank_transfer
+    type: str  # card | paypal | bank_transfer | wechat_pay
     token: str
     fingerprint: str | None  # the same card/PayPal account -> the same fingerprint
     display: str
@@ -46,6 +51,10 @@ class ChargeRequest:
     amount_minor: int
     currency: str
     description: str
+    # True for a charge the customer did not start (auto-reload): a PSP that knows stored
+    # credentials flags it as merchant-initiated (Braintree `transaction_source`
+    # "unscheduled"), which SCA exempts where the first use was authenticated.
+    merchant_initiated: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,21 @@ class RefundResult:
     text: str | None = None
 
 
+class Settlement(StrEnum):
+    """Where a succeeded charge's money is at the PSP (Braintree's settlement statuses)."""
+
+    SETTLED = "settled"  # the money reached the merchant account (settled, settlement_confirmed)
+    SETTLING = "settling"  # on its way (submitted_for_settlement, settling, settlement_pending)
+    FAILED = "failed"  # it will not arrive (settlement_declined, voided, ...)
+
+
+@dataclass(frozen=True)
+class SettlementStatus:
+    state: Settlement
+    psp_status: str  # the PSP's own word, for operators ("submitted_for_settlement")
+    settled_at: datetime | None = None  # when the PSP says it settled (UTC), if it does
+
+
 class PspAdapter(Protocol):
     """What the charge engine needs from a PSP."""
 
@@ -97,3 +121,16 @@ class PspAdapter(Protocol):
         ...
 
     def refund(self, request: RefundRequest) -> RefundResult: ...
+
+
+@runtime_checkable
+class ReportsSettlement(Protocol):
+    """An adapter that can say whether a charge's money has settled (the card-invoice rule:
+    a card payment's final invoice waits until it settled, seeds 000/001 "up to 72 hours").
+    Optional: check with `isinstance(adapter, ReportsSettlement)`."""
+
+    def settlement_status(self, psp_reference: str) -> SettlementStatus:
+        """The settlement of the charge `psp_reference` (as `ChargeResult.psp_reference`).
+
+        Raises TransportError when the PSP cannot be asked right now."""
+        ...

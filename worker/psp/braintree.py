@@ -74,7 +74,5 @@ class BraintreeSandbox:
         return self.remote.lookup(idempotency_key)
 
     def refund(self, request: RefundRequest) -> RefundResult:
-        found = self.remote.lookup(request.idempotency_key)
-        if found is None or found.outcome is not Outcome.SUCCEEDED:
-            return RefundResult(Outcome.DECLINED, None, "not_refundable", "no settled charge")
-        return RefundResult(Outcome.SUCCEEDED, f"rf_{uuid.uuid4().hex[:16]}")
+        # The charge by its reference (as a PSP refunds a transaction id), once per refund key.
+        return self.remote.refund(request)

@@ -24,6 +24,13 @@ class VaultRefused(PspError):
         return f"{self.text} ({self.code})"
 
 
+class VaultUnavailable(VaultRefused):
+    """The PSP could not be asked to vault (unreachable, timed out, refused our credentials).
+
+    A VaultRefused, so a caller that handles refusals refuses the request with nothing written;
+    the nonce may have been used up at the PSP, so the customer retries with a fresh one."""
+
+
 class TransportError(PspError):
     """No answer from the PSP. `sent` says whether the request may have reached it."""
 

@@ -33,6 +33,7 @@ from sqlalchemy import (
     create_engine,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -43,7 +44,7 @@ from worker.kernel.clock import now
 from worker.kernel.dbpool import ping_when_idle
 from worker.kernel.money import exponent
 from worker.kernel.validation import refuse_pan
-from worker.psp.base import ChargeRequest, ChargeResult, Outcome
+from worker.psp.base import ChargeRequest, ChargeResult, Outcome, RefundRequest, RefundResult
 from worker.psp.errors import TransportError, VaultRefused
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,12 @@ remote_charges = Table(
 # Built once: the charge path runs these for every charge.
 _PG_INSERT = pg_insert(remote_charges).on_conflict_do_nothing().returning(*remote_charges.c)
 _SQLITE_INSERT = sqlite_insert(remote_charges).on_conflict_do_nothing().returning(*remote_charges.c)
+
+
+def _insert(conn: Any) -> Any:
+    return _PG_INSERT if conn.dialect.name == "postgresql" else _SQLITE_INSERT
+
+
 _FIND = select(remote_charges).where(
     remote_charges.c.psp == bindparam("psp"), remote_charges.c.idempotency_key == bindparam("key")
 )
@@ -179,26 +186,14 @@ class RemoteSide:
     def charge(self, request: ChargeRequest) -> ChargeResult:
         """Record once per key (a repeat returns the first outcome), then answer."""
         outcome, code, msg = sandbox_result(request.amount_minor, request.currency)
-        row: dict[str, Any] = {
-            "psp": self.psp,
-            "idempotency_key": request.idempotency_key,
-            "reference": f"{self.psp[:2]}_{uuid.uuid4().hex[:16]}",
-            "token": request.token,
-            "amount_minor": request.amount_minor,
-            "currency": request.currency,
-            "outcome": outcome.value,
-            "code": code,
-            "text": msg,
-            "refunded_minor": 0,
-            "created_at": now(),
-        }
+        reference = f"{self.psp[:2]}_{uuid.uuid4().hex[:16]}"
+        row = self._row(request, outcome, reference, code, msg)
         # One statement for a new key (the row comes back from the INSERT); a repeated key
         # (or a processor that is unavailable) reads the first record instead.
         with self.engine.begin() as conn:
             stored = None
             if outcome is not Outcome.NOT_ATTEMPTED:
-                insert = _PG_INSERT if conn.dialect.name == "postgresql" else _SQLITE_INSERT
-                stored = conn.execute(insert, row).one_or_none()
+                stored = conn.execute(_insert(conn), row).one_or_none()
             if stored is None:
                 stored = self._find(conn, request.idempotency_key)
         if self.latency:
@@ -220,6 +215,84 @@ class RemoteSide:
             processed = processed.replace(tzinfo=UTC)
         return replace(self._result(stored), processed_at=processed)
 
+    def record(
+        self,
+        request: ChargeRequest,
+        outcome: Outcome,
+        reference: str,
+        code: str | None = None,
+        text: str | None = None,
+    ) -> ChargeResult:
+        """Record a charge with a given outcome once per key (a repeat returns the first
+        record): for stubs whose answer does not come from the amount table (WeChat Pay)."""
+        row = self._row(request, outcome, reference, code, text)
+        with self.engine.begin() as conn:
+            stored = conn.execute(_insert(conn), row).one_or_none()
+            if stored is None:
+                stored = self._find(conn, request.idempotency_key)
+        return self._result(stored)
+
+    def complete(self, idempotency_key: str, outcome: Outcome) -> bool:
+        """Move a pending charge to its final outcome (the payer paid, or the order expired);
+        False when there is no pending charge with that key."""
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                update(remote_charges)
+                .where(
+                    remote_charges.c.psp == self.psp,
+                    remote_charges.c.idempotency_key == idempotency_key,
+                    remote_charges.c.outcome == Outcome.PENDING.value,
+                )
+                # created_at is what a look-up reports as processed_at: when it was paid.
+                .values(outcome=outcome.value, code=None, text=None, created_at=now())
+                .returning(remote_charges.c.reference)
+            ).one_or_none()
+        return moved is not None
+
+    def refund(self, request: RefundRequest) -> RefundResult:
+        """Refund a succeeded charge found by its reference, at most what it has left, once
+        per refund key (a repeat returns the first answer). Refunds are rows of their own
+        under `<psp>:refund`. Not atomic across its statements: a stub for one caller."""
+        refunds = f"{self.psp}:refund"
+        with self.engine.begin() as conn:
+            earlier = conn.execute(
+                _FIND, {"psp": refunds, "key": request.idempotency_key}
+            ).one_or_none()
+            if earlier is None:
+                charges = remote_charges.c
+                taken = conn.execute(
+                    update(remote_charges)
+                    .where(
+                        charges.psp == self.psp,
+                        charges.reference == request.charge_reference,
+                        charges.outcome == Outcome.SUCCEEDED.value,
+                        charges.currency == request.currency,
+                        charges.refunded_minor + request.amount_minor <= charges.amount_minor,
+                    )
+                    .values(refunded_minor=charges.refunded_minor + request.amount_minor)
+                    .returning(charges.reference)
+                ).one_or_none()
+                row = self._row(
+                    ChargeRequest(
+                        request.idempotency_key,
+                        request.charge_reference,  # the token column holds what it refunds
+                        request.amount_minor,
+                        request.currency,
+                        "refund",
+                    ),
+                    Outcome.SUCCEEDED if taken else Outcome.DECLINED,
+                    f"rf_{uuid.uuid4().hex[:16]}",
+                    None if taken else "not_refundable",
+                    None if taken else "no succeeded charge with that much left",
+                    psp=refunds,
+                )
+                conn.execute(_insert(conn), row)
+                earlier = conn.execute(
+                    _FIND, {"psp": refunds, "key": request.idempotency_key}
+                ).one()
+        reference = earlier.reference if earlier.outcome == Outcome.SUCCEEDED.value else None
+        return RefundResult(Outcome(earlier.outcome), reference, earlier.code, earlier.text)
+
     def count(self, idempotency_key: str | None = None) -> int:
         """How many charges the remote side holds (tests prove 'never twice' with it)."""
         with self.engine.connect() as conn:
@@ -227,6 +300,29 @@ class RemoteSide:
             if idempotency_key is not None:
                 query = query.where(remote_charges.c.idempotency_key == idempotency_key)
             return len(conn.execute(query).all())
+
+    def _row(
+        self,
+        request: ChargeRequest,
+        outcome: Outcome,
+        reference: str,
+        code: str | None,
+        text: str | None,
+        psp: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "psp": psp or self.psp,
+            "idempotency_key": request.idempotency_key,
+            "reference": reference,
+            "token": request.token,
+            "amount_minor": request.amount_minor,
+            "currency": request.currency,
+            "outcome": outcome.value,
+            "code": code,
+            "text": text,
+            "refunded_minor": 0,
+            "created_at": now(),
+        }
 
     def _find(self, conn: Any, key: str) -> Any:
         return conn.execute(_FIND, {"psp": self.psp, "key": key}).one_or_none()
