@@ -54,13 +54,18 @@ def parse_amount(
 ) -> Decimal:
     """Parse a decimal string per CONTRACT.md; refuse floats, exponents, NaN, >6 dp.
 
+    The grammar is exact (`AMOUNT_RE`, the one in CONTRACT.md with ASCII digits only): white
+    space around the digits (a leading space, a trailing newline, a tab) is refused, not
+    trimmed, so every path (CLI, task, setting) reads a string as the same amount or not at all.
     Raises ValidationError naming `field`; never rounds.
     """
     if isinstance(value, bool) or not isinstance(value, str):
         kind = type(value).__name__
         raise ValidationError(field, f'must be a decimal string like "5.70", not a {kind}')
-    text = value.strip()
-    if not AMOUNT_RE.match(text):
+    text = value
+    if not AMOUNT_RE.fullmatch(text):
+        if text != text.strip():
+            raise ValidationError(field, f"has white space around the digits: {text[:40]!r}")
         if re.fullmatch(r"-?[0-9]+\.[0-9]{7,}", text):
             raise ValidationError(field, f"has more than {SCALE} decimal places: {text!r}")
         raise ValidationError(field, f"is not a decimal string: {text[:40]!r}")
