@@ -18,6 +18,8 @@ from worker.errors import ValidationError
 SCALE = 6
 MICRO = Decimal(1).scaleb(-SCALE)
 AMOUNT_RE = re.compile(r"^-?[0-9]{1,14}(\.[0-9]{1,6})?$")
+# The largest magnitude stored (NUMERIC(20,6)): the grammar's largest amount.
+MAX_AMOUNT = Decimal("99999999999999.999999")
 # The one named rounding mode used when money must be rounded (minor units for a PSP).
 ROUNDING = ROUND_HALF_EVEN
 

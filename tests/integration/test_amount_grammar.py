@@ -123,3 +123,24 @@ def test_every_amount_task_refuses_it_and_writes_nothing(amount: str) -> None:
     # The exact amount goes through the same tasks.
     for name, args, kwargs in calls:
         assert isinstance(tasks[name](args[0], "5", *args[2:], **kwargs), dict)
+
+
+def test_a_credit_beyond_the_largest_storable_balance_is_refused_not_a_database_error() -> None:
+    """Found by the task fuzz: "99999999999999.999999" is a valid amount, but added to a
+    balance it passed NUMERIC(20,6) and PostgreSQL refused the row (numeric field overflow)."""
+    account_id = _account()  # 100.00 and a card
+    tasks = _tasks()
+    before = _snapshot()
+    for name, args, kwargs in [
+        ("balance.ledger.adjust", (account_id, "99999999999999.999999", "x"), {}),
+        ("balance.payments.top_up", (account_id, "99999999999999.99"), {"idempotency_key": "k"}),
+    ]:
+        with pytest.raises(ValidationError) as info:
+            tasks[name](*args, **kwargs)
+        assert info.value.field == "amount"
+        assert "largest amount" in info.value.message
+    assert _snapshot() == before  # the top-up never reached the PSP: no charge row
+    # Up to the limit is fine.
+    assert tasks["balance.ledger.adjust"](account_id, "99999999999899.999999", "x")["balance"] == (
+        "99999999999999.999999"
+    )

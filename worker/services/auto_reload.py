@@ -34,7 +34,16 @@ from worker.errors import DomainError, NotFound, ValidationError
 from worker.money import format_amount, parse_amount
 from worker.psp.base import ChargeRequest
 from worker.psp.registry import get_adapter
-from worker.services import accounts, charges, events, ledger, notices, payment_methods, usage
+from worker.services import (
+    accounts,
+    charges,
+    events,
+    ledger,
+    notices,
+    payment_methods,
+    usage,
+    validation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +196,8 @@ def reload_batch(
         isinstance(i, str) for i in account_ids
     ):
         raise ValidationError("account_ids", "must be a list of account ids")
+    for account_id in account_ids:
+        validation.refuse_control(account_id, "account_ids")
     slice_seconds = budget_seconds if slice_seconds is None else slice_seconds
     started = monotonic()
     remaining = list(dict.fromkeys(account_ids))  # each account once, in the order sent

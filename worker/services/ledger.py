@@ -20,8 +20,8 @@ from worker.clock import isoformat
 from worker.db.models import Account, LedgerAccount, LedgerTransaction, Posting, new_id
 from worker.db.session import UnitOfWork
 from worker.errors import NotFound, ValidationError
-from worker.money import format_amount
-from worker.services import events, notices
+from worker.money import MAX_AMOUNT, format_amount
+from worker.services import events, notices, validation
 
 # Counter-accounts, one per currency.
 USAGE_REVENUE = "usage_revenue"
@@ -103,12 +103,23 @@ def system_account_id(session: Session, name: str, currency: str, now: datetime)
 
 def lock_account(session: Session, account_id: object) -> Account:
     """The account row, locked for this transaction: balance changes are serialised per account."""
-    if not isinstance(account_id, str) or not account_id.strip():
-        raise ValidationError("account_id", "is required")
-    account = session.scalars(_LOCK_ACCOUNT, {"id": account_id.strip()}).one_or_none()
+    account_id = validation.identifier(account_id, "account_id")
+    account = session.scalars(_LOCK_ACCOUNT, {"id": account_id}).one_or_none()
     if account is None:
-        raise NotFound("account_id", f"no account {account_id.strip()[:60]!r}")
+        raise NotFound("account_id", f"no account {account_id[:60]!r}")
     return account
+
+
+def check_fits(account: Account, amount: Decimal) -> None:
+    """The balance after `amount` (signed, as the customer sees it) can be stored, or
+    ValidationError naming `amount` (nothing written): a credit that would pass
+    `MAX_AMOUNT` used to fail as a database overflow."""
+    if abs(account.balance + amount) > MAX_AMOUNT:
+        raise ValidationError(
+            "amount",
+            f"would take the balance beyond {format_amount(MAX_AMOUNT)}, the largest amount "
+            "an account can hold",
+        )
 
 
 def customer_ledger_id(session: Session, account_id: str) -> int:
@@ -145,6 +156,7 @@ def post(
     The caller holds the account row lock and has checked funds; this writes the
     balanced pair of postings, the cached balance and any status change together.
     """
+    check_fits(account, amount)
     session = uow.session
     txn = LedgerTransaction(
         id=new_id("txn"),
@@ -377,6 +389,7 @@ def transaction_view(
 
 def list_transactions(session: Session, account_id: str, limit: int = 1000) -> list[dict[str, Any]]:
     """The account's transactions, oldest first, each with its postings."""
+    account_id = validation.identifier(account_id, "account_id")
     if session.get(Account, account_id) is None:
         raise NotFound("account_id", f"no account {account_id[:60]!r}")
     txns = session.scalars(

@@ -7,6 +7,7 @@ outcomes, not crashes: they are not retried and are logged without a traceback.
 
 from __future__ import annotations
 
+import inspect
 from contextvars import ContextVar
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from worker.db.session import UnitOfWork, unit_of_work
 from worker.errors import DomainError
+from worker.services import validation
 
 _current: ContextVar[UnitOfWork | None] = ContextVar("balance_uow", default=None)
 
@@ -32,9 +34,14 @@ class DbTask(Task):  # type: ignore[misc]
     retry_jitter = True
     max_retries = 5
 
+    # Arguments that are free text (cleaned by the service, not refused at the boundary);
+    # a task declares them in its decorator: `@app.task(..., free_text=("description",))`.
+    free_text: tuple[str, ...] = ()
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from worker.celery import dispatch
 
+        check_arguments(self, args, kwargs)
         with unit_of_work(dispatch=dispatch) as uow:
             token = _current.set(uow)
             try:
@@ -48,6 +55,25 @@ class DbTask(Task):  # type: ignore[misc]
         if uow is None:
             raise RuntimeError("no unit of work: call the task, not task.run")
         return uow
+
+
+_signatures: dict[str, inspect.Signature] = {}
+
+
+def check_arguments(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """The task boundary (issue 11): before any query, every string in the arguments but the
+    task's `free_text` is free of control characters, or ValidationError names the argument
+    (`worker.services.validation.check_arguments`). So a task added later is covered without
+    anyone remembering to. Arguments that do not fit the signature are left to the call,
+    which reports them as Celery always has."""
+    signature = _signatures.get(task.name)
+    if signature is None:
+        signature = _signatures[task.name] = inspect.signature(task.run)
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        return
+    validation.check_arguments(bound.arguments, free_text=task.free_text)
 
 
 def task_key(task_id: str) -> str:

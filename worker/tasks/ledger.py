@@ -12,7 +12,7 @@ from worker.tasks.base import task_key as _task_key
 log = logging.getLogger(__name__)
 
 
-@app.task(name="balance.ledger.adjust", base=DbTask, bind=True)
+@app.task(name="balance.ledger.adjust", base=DbTask, bind=True, free_text=("reason",))
 def adjust(
     self: DbTask, account_id: str, amount: str, reason: str, reference: str | None = None
 ) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from worker.services import usage
 from worker.tasks.base import DbTask
 
 
-@app.task(name="balance.usage.debit", base=DbTask, bind=True)
+@app.task(name="balance.usage.debit", base=DbTask, bind=True, free_text=("description",))
 def debit(
     self: DbTask, account_id: str, amount: str, reference: str, description: str | None = None
 ) -> dict[str, Any]:
