@@ -183,3 +183,32 @@ def test_a_card_number_cut_by_celerys_repr_limit_loses_its_digits_too(
     argsrepr = _only_message(client, name)["headers"]["argsrepr"]
     assert argsrepr.endswith(f"{REDACTED}...',)") or argsrepr.endswith(f"{REDACTED}...']")
     assert "4111" not in argsrepr
+
+
+def test_our_workers_report_a_received_message_redacted_whatever_the_sender_did(
+    broker_url: str, queue: tuple[str, redis.Redis], hook_off: None
+) -> None:
+    """A caller without the hook still puts the number in Redis; what our workers report
+    about the message (the task-received event Flower shows, `inspect active`, the request's
+    repr in logs) is redacted, and the task still gets the arguments as sent."""
+    from kombu import Connection
+
+    from worker.celery import app
+
+    app.loader.import_default_modules()
+    name, _client = queue
+    _send(_caller_app(broker_url), name, "m-5")
+    with Connection(broker_url) as conn:
+        message = conn.default_channel.basic_get(name)
+        assert message is not None
+        assert _leaks(message.headers["argsrepr"])  # as the careless caller sent it
+        task = app.tasks["balance.usage.debit"]
+        request = task.Request(message, app=app, task=task)
+    assert isinstance(request, task.Request)
+    for reported in (request.argsrepr, request.kwargsrepr, repr(request)):
+        assert not _leaks(reported), reported
+        assert REDACTED in reported
+    for info in (request.info(), request.info(safe=True)):
+        assert not _leaks(json.dumps(info, default=str)), info
+    assert request.info()["args"][3] == f"SMS to customer who read out {REDACTED}"
+    assert request.args[3] == f"SMS to customer who read out {CARD}"  # the task's own input

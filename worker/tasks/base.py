@@ -12,17 +12,53 @@ from contextvars import ContextVar
 from typing import Any
 
 from celery import Task
+from celery.worker.request import Request
 from sqlalchemy.exc import OperationalError
 
 from worker.db.session import UnitOfWork, unit_of_work
 from worker.errors import DomainError
+from worker.redaction import redact, redact_repr
 from worker.services import validation
 
 _current: ContextVar[UnitOfWork | None] = ContextVar("balance_uow", default=None)
 
 
+def _redact_value(value: Any) -> Any:
+    """`value` with card numbers in every string (inside lists and objects too) redacted."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_redact_value(v) for v in value)
+    if isinstance(value, dict):
+        return {_redact_value(k): _redact_value(v) for k, v in value.items()}
+    return value
+
+
+class RedactingRequest(Request):  # type: ignore[misc]
+    """A received message as our workers report it (the `task-received` event Flower shows,
+    `celery inspect active`, the request's repr in logs), with card numbers redacted,
+    whatever the sender did: a caller that did not install worker.client's hook still has
+    them in Redis, but not in our monitor. The task itself gets the arguments as sent."""
+
+    _argsrepr: str
+    _kwargsrepr: str
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._argsrepr = redact_repr(self._argsrepr) or ""
+        self._kwargsrepr = redact_repr(self._kwargsrepr) or ""
+
+    def info(self, safe: bool = False) -> dict[str, Any]:
+        info: dict[str, Any] = super().info(safe=safe)
+        if not safe:  # the raw arguments, for `inspect active`: the same shape, redacted
+            info["args"] = _redact_value(info["args"])
+            info["kwargs"] = _redact_value(info["kwargs"])
+        return info
+
+
 class DbTask(Task):  # type: ignore[misc]
     abstract = True
+    Request = RedactingRequest
     acks_late = True
     reject_on_worker_lost = True
     throws = (DomainError,)
