@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from worker.controls import refuse_control
 from worker.errors import ValidationError
-from worker.services.validation import refuse_control
 
 # Jobs add days and months to `as_of`: a moment near datetime's own limits (years 1 and
 # 9999) would overflow there instead of being refused. Every real replay lies inside these.

@@ -15,10 +15,10 @@ from celery import Task
 from celery.worker.request import Request
 from sqlalchemy.exc import OperationalError
 
+from worker import controls
 from worker.db.session import UnitOfWork, unit_of_work
 from worker.errors import DomainError
 from worker.redaction import redact, redact_repr
-from worker.services import validation
 
 _current: ContextVar[UnitOfWork | None] = ContextVar("balance_uow", default=None)
 
@@ -99,7 +99,7 @@ _signatures: dict[str, inspect.Signature] = {}
 def check_arguments(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """The task boundary (issue 11): before any query, every string in the arguments but the
     task's `free_text` is free of control characters, or ValidationError names the argument
-    (`worker.services.validation.check_arguments`). So a task added later is covered without
+    (`worker.controls.check_arguments`). So a task added later is covered without
     anyone remembering to. Arguments that do not fit the signature are left to the call,
     which reports them as Celery always has."""
     signature = _signatures.get(task.name)
@@ -109,7 +109,7 @@ def check_arguments(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -
         bound = signature.bind(*args, **kwargs)
     except TypeError:
         return
-    validation.check_arguments(bound.arguments, free_text=task.free_text)
+    controls.check_arguments(bound.arguments, free_text=task.free_text)
 
 
 def task_key(task_id: str) -> str:
