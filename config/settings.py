@@ -31,12 +31,14 @@ class SettingsError(Exception):
 
 
 def _decimal_setting(value: Any, name: str) -> Decimal:
+    """An amount or rate setting, in the exact grammar of input amounts (CONTRACT.md): white
+    space, signs other than a leading '-', exponents and non-ASCII digits are refused."""
     if isinstance(value, Decimal):
         return value
-    if not isinstance(value, str) or not _DECIMAL_RE.match(value.strip()):
-        raise ValueError(f"{name} must be a decimal string like '0' or '2.50'")
+    if not isinstance(value, str) or not _DECIMAL_RE.fullmatch(value):
+        raise ValueError(f"{name} must be a decimal string like '0' or '2.50' (no spaces)")
     try:
-        return Decimal(value.strip())
+        return Decimal(value)
     except InvalidOperation as exc:  # pragma: no cover - regex already guards
         raise ValueError(f"{name} is not a decimal") from exc
 
@@ -81,16 +83,18 @@ def _parse_merchant_accounts(value: str) -> dict[str, str]:
 
 
 def _parse_rates(value: str) -> dict[str, Decimal]:
-    """`EUR=1.0862,GBP=1.2710` -> {currency: USD per unit}; exact decimals, positive."""
+    """`EUR=1.0862,GBP=1.2710` -> {currency: USD per unit}; exact decimals, positive.
+
+    The list is exact too: no white space around the commas, the `=` or the rates."""
     rates: dict[str, Decimal] = {}
-    for part in (p.strip() for p in value.split(",")):
+    for part in value.split(","):
         if not part:
             continue
         code, sep, raw = part.partition("=")
-        code = code.strip().upper()
+        code = code.upper()
         if not sep or not re.fullmatch(r"[A-Z]{3}", code) or code not in list_currencies():
             raise ValueError(f"{part!r} is not CURRENCY=RATE (e.g. EUR=1.0862)")
-        rate = _decimal_setting(raw.strip(), "USD_DISPLAY_RATES")
+        rate = _decimal_setting(raw, "USD_DISPLAY_RATES")
         if rate <= 0:
             raise ValueError(f"{part!r}: the rate must be positive")
         rates[code] = rate
@@ -268,7 +272,7 @@ class Settings(BaseSettings):
     @field_validator("psp_stub_timeout_amounts_list")
     @classmethod
     def _check_timeout_amounts(cls, value: str) -> str:
-        for part in (p.strip() for p in value.split(",")):
+        for part in value.split(","):
             if part:
                 _decimal_setting(part, "PSP_STUB_TIMEOUT_AMOUNTS")
         return value
@@ -332,7 +336,7 @@ class Settings(BaseSettings):
 
     @property
     def psp_stub_timeout_amounts(self) -> tuple[Decimal, ...]:
-        parts = (p.strip() for p in self.psp_stub_timeout_amounts_list.split(","))
+        parts = self.psp_stub_timeout_amounts_list.split(",")
         return tuple(Decimal(p) for p in parts if p)
 
     @property

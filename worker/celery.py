@@ -18,6 +18,7 @@ from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 
 from config import SettingsError, get_settings
+from worker.client import RedactingAMQP
 from worker.db.session import dispose_engine
 from worker.kernel import task_names
 from worker.psp.registry import check_enabled
@@ -43,7 +44,9 @@ TASK_MODULES = [
     "worker.wiring",  # the charge engine's outcome hooks
 ]
 
-app = Celery("balance-worker", include=TASK_MODULES)
+# Every message this app builds carries card numbers redacted in its header and task-sent
+# event reprs (Redis, Flower); the body is untouched (worker/client.py).
+app = Celery("balance-worker", include=TASK_MODULES, amqp=RedactingAMQP)
 _broker = settings.effective_broker_url
 _transport_options = {"visibility_timeout": settings.broker_visibility_timeout_seconds}
 

@@ -68,11 +68,10 @@ def create(
 
 
 def get(session: Session, account_id: object) -> Account:
-    if not isinstance(account_id, str) or not account_id.strip():
-        raise ValidationError("account_id", "is required")
-    account = session.get(Account, account_id.strip())
+    account_id = validation.identifier(account_id, "account_id")
+    account = session.get(Account, account_id)
     if account is None:
-        raise NotFound("account_id", f"no account {account_id.strip()[:60]!r}")
+        raise NotFound("account_id", f"no account {account_id[:60]!r}")
     return account
 
 

@@ -23,7 +23,7 @@ from worker.auto_reload import plan
 from worker.auto_reload.plan import Planned, clock_for, result_of
 from worker.charges import engine as charges
 from worker.db.session import UnitOfWork
-from worker.kernel import clock, task_names
+from worker.kernel import clock, task_names, validation
 from worker.kernel.clock import isoformat
 from worker.kernel.errors import DomainError, ValidationError
 from worker.psp.registry import get_adapter
@@ -70,6 +70,8 @@ def reload_batch(
         isinstance(i, str) for i in account_ids
     ):
         raise ValidationError("account_ids", "must be a list of account ids")
+    for account_id in account_ids:
+        validation.refuse_control(account_id, "account_ids")
     slice_seconds = budget_seconds if slice_seconds is None else slice_seconds
     started = monotonic()
     remaining = list(dict.fromkeys(account_ids))  # each account once, in the order sent

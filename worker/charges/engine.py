@@ -204,6 +204,7 @@ def new_row(
     key = validation.reference(idempotency_key, "idempotency_key")
     value = chargeable_amount(amount, account.currency)
     _check_method(account, method)
+    ledger.check_fits(account, value)
     return _new_row(account, method, purpose, value, key, now)
 
 
@@ -257,6 +258,7 @@ def begin(
 
     if method is not None:
         _check_method(account, method)  # key and amount were checked above
+        ledger.check_fits(account, value)  # a credit that could not be stored: not charged
         created = _insert_if_absent(session, _new_row(account, method, purpose, value, key, now))
         if created is not None:
             return created, True
@@ -273,6 +275,7 @@ def begin(
                 session, account.id, payment_method_id, "payment_method_id"
             )
         get_adapter(method.psp, "payment_method_id")  # still enabled?
+        ledger.check_fits(account, value)  # a credit that could not be stored: not charged
         created = _insert_if_absent(session, _new_row(account, method, purpose, value, key, now))
         if created is not None:
             conflict_check(created)

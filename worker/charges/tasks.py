@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from worker.celery import app
@@ -22,7 +23,9 @@ def top_up(
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     # Without a caller key the message id serves: a redelivered message never charges twice.
-    key = idempotency_key if idempotency_key is not None else _task_key(self.request.id)
+    # Called directly (no message, so nothing can redeliver it) a new key serves, as in the CLI.
+    message_id = self.request.id or uuid.uuid4().hex
+    key = idempotency_key if idempotency_key is not None else _task_key(message_id)
     result = top_ups.top_up(
         self.uow,
         account_id=account_id,

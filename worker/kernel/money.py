@@ -18,6 +18,8 @@ from worker.kernel.errors import ValidationError
 SCALE = 6
 MICRO = Decimal(1).scaleb(-SCALE)
 AMOUNT_RE = re.compile(r"^-?[0-9]{1,14}(\.[0-9]{1,6})?$")
+# The largest magnitude stored (NUMERIC(20,6)): the grammar's largest amount.
+MAX_AMOUNT = Decimal("99999999999999.999999")
 # The one named rounding mode used when money must be rounded (minor units for a PSP).
 ROUNDING = ROUND_HALF_EVEN
 
@@ -54,13 +56,18 @@ def parse_amount(
 ) -> Decimal:
     """Parse a decimal string per CONTRACT.md; refuse floats, exponents, NaN, >6 dp.
 
+    The grammar is exact (`AMOUNT_RE`, the one in CONTRACT.md with ASCII digits only): white
+    space around the digits (a leading space, a trailing newline, a tab) is refused, not
+    trimmed, so every path (CLI, task, setting) reads a string as the same amount or not at all.
     Raises ValidationError naming `field`; never rounds.
     """
     if isinstance(value, bool) or not isinstance(value, str):
         kind = type(value).__name__
         raise ValidationError(field, f'must be a decimal string like "5.70", not a {kind}')
-    text = value.strip()
-    if not AMOUNT_RE.match(text):
+    text = value
+    if not AMOUNT_RE.fullmatch(text):
+        if text != text.strip():
+            raise ValidationError(field, f"has white space around the digits: {text[:40]!r}")
         if re.fullmatch(r"-?[0-9]+\.[0-9]{7,}", text):
             raise ValidationError(field, f"has more than {SCALE} decimal places: {text!r}")
         raise ValidationError(field, f"is not a decimal string: {text[:40]!r}")

@@ -77,3 +77,24 @@ def redact(text: str | None) -> str | None:
     if text is None:
         return None
     return _RUN_TEXT.sub(lambda m: _redact_run(m.group(0)), text)
+
+
+# Celery cuts a long argument's repr with "...": a card number cut there is no longer
+# Luhn-valid, yet still shows its first digits.
+_CUT_RUN = re.compile(rf"(?<![0-9])[0-9]+(?:{_GAP}[0-9]+)*(?=\.\.\.)")
+_CUT_KEEPS = 6  # digits a cut run may keep: no more than a card's issuer prefix (PCI DSS 3.4)
+
+
+def redact_repr(text: str | None) -> str | None:
+    """For Celery's `argsrepr`/`kwargsrepr` (message headers and monitoring events): `redact`,
+    and a digit run of more than six digits cut short by the repr's "..." becomes [REDACTED]
+    too (the card number may be what was cut)."""
+    redacted = redact(text)
+    if redacted is None:
+        return None
+
+    def cut(match: re.Match[str]) -> str:
+        run = match.group(0)
+        return REDACTED if sum(c.isdigit() for c in run) > _CUT_KEEPS else run
+
+    return _CUT_RUN.sub(cut, redacted)

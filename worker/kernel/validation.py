@@ -1,4 +1,9 @@
-"""Field checks shared by services: each raises ValidationError naming the field."""
+"""Field checks shared by services: each raises ValidationError naming the field.
+
+Control characters (issue 11, worker/kernel/controls.py): an identifier, key, reference, code or
+address holding one is refused naming the field, before any query; free text (names,
+descriptions, reasons) is cleaned instead: see `text`.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,22 @@ from functools import lru_cache
 from babel import Locale
 from email_validator import EmailNotValidError, validate_email
 
+from worker.kernel.controls import clean_text as clean_text
+from worker.kernel.controls import refuse_control as refuse_control
 from worker.kernel.errors import ValidationError
 from worker.kernel.money import is_currency
 from worker.kernel.redaction import contains_pan, redact
 
 LOCALES = ("en", "ja", "zh")
 MAX_EMAILS = 10
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def identifier(value: object, field: str) -> str:
+    """An id a caller names (account, payment method): a non-empty string without control
+    characters, surrounding spaces trimmed. Raises ValidationError naming `field`."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(field, "is required")
+    return refuse_control(value, field).strip()
 
 
 @lru_cache(maxsize=1)
@@ -25,7 +39,16 @@ def _countries() -> frozenset[str]:
 
 
 def text(value: object, field: str, *, max_length: int, required: bool = True) -> str | None:
-    """Free text: trimmed, bounded, card numbers redacted before anything stores or logs it."""
+    """Free text: cleaned, trimmed, bounded, card numbers redacted before anything stores or
+    logs it.
+
+    Cleaning is the rule for free text, not refusal (a debit is not refused for a stray byte
+    in its description): C0 controls except tab and line feed, DEL, C1 controls and unpaired
+    surrogates are removed (`clean_text`), then surrounding white space is trimmed; text left
+    empty counts as absent.
+    """
+    if isinstance(value, str):
+        value = clean_text(value)
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
             raise ValidationError(field, "is required")
@@ -45,26 +68,31 @@ def reference(value: object, field: str = "reference") -> str:
     ref = value.strip()
     if len(ref) > 200:
         raise ValidationError(field, "is longer than 200 characters")
-    if _CONTROL.search(ref):
-        raise ValidationError(field, "contains control characters")
+    refuse_control(value, field)
     # An identifier is not free text: redacting would merge distinct references, so a
     # card number here is refused (and never echoed), like a token.
     return refuse_pan(ref, field)
 
 
 def currency(value: object, field: str = "currency") -> str:
+    if isinstance(value, str):
+        refuse_control(value, field)
     if not isinstance(value, str) or not is_currency(value.strip().upper()):
         raise ValidationError(field, f"{str(value)[:10]!r} is not an ISO 4217 currency code")
     return value.strip().upper()
 
 
 def country(value: object, field: str = "country") -> str:
+    if isinstance(value, str):
+        refuse_control(value, field)
     if not isinstance(value, str) or value.strip().upper() not in _countries():
         raise ValidationError(field, f"{str(value)[:10]!r} is not an ISO 3166 alpha-2 country code")
     return value.strip().upper()
 
 
 def locale(value: object, field: str = "locale") -> str:
+    if isinstance(value, str):
+        refuse_control(value, field)
     if not isinstance(value, str) or value.strip().lower() not in LOCALES:
         raise ValidationError(field, f"must be one of {', '.join(LOCALES)}")
     return value.strip().lower()
@@ -81,6 +109,7 @@ def emails(values: object, field: str = "email") -> list[str]:
     for raw in values:
         if not isinstance(raw, str):
             raise ValidationError(field, "must be a list of addresses")
+        refuse_control(raw, field)
         refuse_pan(raw, field)
         try:
             normalized = validate_email(raw.strip(), check_deliverability=False).normalized

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from worker.kernel import validation
 from worker.kernel.clock import isoformat
 from worker.kernel.errors import NotFound
 from worker.kernel.money import format_amount
@@ -55,6 +56,7 @@ def transaction_view(
 
 def list_transactions(session: Session, account_id: str, limit: int = 1000) -> list[dict[str, Any]]:
     """The account's transactions, oldest first, each with its postings."""
+    account_id = validation.identifier(account_id, "account_id")
     if session.get(Account, account_id) is None:
         raise NotFound("account_id", f"no account {account_id[:60]!r}")
     txns = session.scalars(

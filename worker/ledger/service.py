@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from config import get_settings
 from worker.db.base import new_id
 from worker.db.session import UnitOfWork
-from worker.kernel import task_names
+from worker.kernel import task_names, validation
 from worker.kernel.clock import isoformat
 from worker.kernel.errors import NotFound, ValidationError
-from worker.kernel.money import format_amount
+from worker.kernel.money import MAX_AMOUNT, format_amount
 from worker.ledger import notices
 from worker.ledger.models import Account, LedgerAccount, LedgerTransaction, Posting
 from worker.ledger.queries import (  # the ledger's read side, re-exported: one facade
@@ -113,12 +113,23 @@ def system_account_id(session: Session, name: str, currency: str, now: datetime)
 
 def lock_account(session: Session, account_id: object) -> Account:
     """The account row, locked for this transaction: balance changes are serialised per account."""
-    if not isinstance(account_id, str) or not account_id.strip():
-        raise ValidationError("account_id", "is required")
-    account = session.scalars(_LOCK_ACCOUNT, {"id": account_id.strip()}).one_or_none()
+    account_id = validation.identifier(account_id, "account_id")
+    account = session.scalars(_LOCK_ACCOUNT, {"id": account_id}).one_or_none()
     if account is None:
-        raise NotFound("account_id", f"no account {account_id.strip()[:60]!r}")
+        raise NotFound("account_id", f"no account {account_id[:60]!r}")
     return account
+
+
+def check_fits(account: Account, amount: Decimal) -> None:
+    """The balance after `amount` (signed, as the customer sees it) can be stored, or
+    ValidationError naming `amount` (nothing written): a credit that would pass
+    `MAX_AMOUNT` used to fail as a database overflow."""
+    if abs(account.balance + amount) > MAX_AMOUNT:
+        raise ValidationError(
+            "amount",
+            f"would take the balance beyond {format_amount(MAX_AMOUNT)}, the largest amount "
+            "an account can hold",
+        )
 
 
 def customer_ledger_id(session: Session, account_id: str) -> int:
@@ -155,6 +166,7 @@ def post(
     The caller holds the account row lock and has checked funds; this writes the
     balanced pair of postings, the cached balance and any status change together.
     """
+    check_fits(account, amount)
     session = uow.session
     txn = LedgerTransaction(
         id=new_id("txn"),

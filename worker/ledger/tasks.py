@@ -15,7 +15,7 @@ from worker.task_base import task_key as _task_key
 log = logging.getLogger(__name__)
 
 
-@app.task(name=task_names.LEDGER_ADJUST, base=DbTask, bind=True)
+@app.task(name=task_names.LEDGER_ADJUST, base=DbTask, bind=True, free_text=("reason",))
 def adjust(
     self: DbTask, account_id: str, amount: str, reason: str, reference: str | None = None
 ) -> dict[str, Any]:

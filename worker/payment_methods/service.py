@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from worker.accounts import service as accounts
 from worker.db.base import new_id
 from worker.db.session import UnitOfWork
+from worker.kernel import validation
 from worker.kernel.clock import isoformat
 from worker.kernel.errors import NotFound, PaymentMethodInUse, PaymentMethodRefused, ValidationError
 from worker.kernel.validation import refuse_pan
@@ -64,15 +65,16 @@ def add(
     """Vault a nonce at the PSP and save the token. Nothing is written on refusal."""
     if not isinstance(psp, str) or not psp.strip():
         raise ValidationError("psp", "is required (braintree, paypal or bank_transfer)")
-    adapter = get_adapter(psp.strip())
+    adapter = get_adapter(validation.refuse_control(psp, "psp").strip())
     if adapter.on_demand:
         if not isinstance(nonce, str) or not nonce.strip():
             raise ValidationError("nonce", f"is required for {adapter.name}")
         if len(nonce) > 200:
             raise ValidationError("nonce", "is longer than 200 characters")
+        validation.refuse_control(nonce, "nonce")
         refuse_pan(nonce, "nonce")
     elif nonce is not None:
-        refuse_pan(str(nonce), "nonce")
+        refuse_pan(validation.refuse_control(str(nonce), "nonce"), "nonce")
     if uow.session.new or uow.session.dirty or uow.session.deleted:
         raise RuntimeError("payment_methods.add must start its unit of work")
     known = accounts.get(uow.session, account_id)
@@ -142,17 +144,17 @@ def add(
 
 
 def list_for(session: Session, account_id: str) -> list[dict[str, Any]]:
+    account_id = validation.identifier(account_id, "account_id")
     if session.get(Account, account_id) is None:
         raise NotFound("account_id", f"no account {account_id[:60]!r}")
     return [view(m) for m in _active(session, account_id)]
 
 
 def get_active(session: Session, account_id: str, method_id: object, field: str) -> PaymentMethod:
-    if not isinstance(method_id, str) or not method_id.strip():
-        raise ValidationError(field, "is required")
-    method = session.get(PaymentMethod, method_id.strip())
+    method_id = validation.identifier(method_id, field)
+    method = session.get(PaymentMethod, method_id)
     if method is None or method.account_id != account_id or method.removed_at is not None:
-        raise NotFound(field, f"no payment method {method_id.strip()[:60]!r} on this account")
+        raise NotFound(field, f"no payment method {method_id[:60]!r} on this account")
     return method
 
 

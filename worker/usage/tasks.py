@@ -9,7 +9,7 @@ from worker.task_base import DbTask
 from worker.usage import service as usage
 
 
-@app.task(name=task_names.USAGE_DEBIT, base=DbTask, bind=True)
+@app.task(name=task_names.USAGE_DEBIT, base=DbTask, bind=True, free_text=("description",))
 def debit(
     self: DbTask, account_id: str, amount: str, reference: str, description: str | None = None
 ) -> dict[str, Any]:
