@@ -40,6 +40,7 @@ TASK_MODULES = [
     "worker.tasks.auto_reload",
     "worker.tasks.alerts",
     "worker.tasks.settlement",
+    "worker.tasks.outbox",
 ]
 
 app = Celery("balance-worker", include=TASK_MODULES)

@@ -519,13 +519,15 @@ def job_registry() -> dict[str, tuple[str, bool]]:
         "auto-reload": ("balance.auto_reload.sweep", True),
         "alerts": ("balance.alerts.scan", True),
         "settlement": ("balance.settlement.roll_forward", True),
+        "purge": ("balance.outbox.purge", True),
     }
 
 
 @jobs_app.command("run")
 def jobs_run(
     job: Annotated[
-        str, typer.Argument(help="auto-reload, alerts, settlement, sync, events, mail or audit")
+        str,
+        typer.Argument(help="auto-reload, alerts, settlement, sync, events, mail, audit or purge"),
     ],
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO-8601 with offset.")] = None,
     as_json: JsonFlag = False,

@@ -8,6 +8,7 @@ from config import get_settings
 from worker.celery import app
 from worker.clock import now
 from worker.services import events
+from worker.tasks import events_bound
 from worker.tasks.base import DbTask
 
 
@@ -42,5 +43,18 @@ def _publisher() -> Iterator[events.Publish]:
 
 @app.task(name="balance.events.relay", base=DbTask, bind=True)
 def relay(self: DbTask) -> dict[str, Any]:
+    """Publish the outbox's events while the events queue holds fewer than
+    `EVENTS_QUEUE_MAX` messages (worker/tasks/events_bound.py): `{published, paused,
+    queue_length, queue_max}`."""
+    settings = get_settings()
+    bound = events_bound.EventsQueueBound(
+        queue=settings.events_queue,
+        maximum=settings.events_queue_max,
+        measure=lambda: events_bound.queue_length(app, settings.events_queue),
+        broker=settings.effective_broker_url.partition(":")[0],
+    )
     with _publisher() as publish:
-        return {"published": events.relay(self.uow, publish, now())}
+        published = events.relay(self.uow, publish, now(), room=bound.room)
+    held_back = bound.paused and events.has_unpublished(self.uow)
+    events_bound.close_run(bound, held_back, events_bound.episode_for(app, settings))
+    return bound.result(published)
