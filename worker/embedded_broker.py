@@ -3,8 +3,8 @@
 kombu's SQLAlchemy transport (the embedded default, `BALANCE_HOME/broker.db`) marks a message
 delivered (`visible = false`) instead of deleting it and never reads it again: a message
 that must be delivered again (a worker shutting down with it unacknowledged, a reject with
-requeue) is written as a new row. So every task message ever sent stays in the file, about
-6,500 a day from beat alone. The purge job deletes the delivered ones, in batches.
+requeue) is written as a new row. So every task message ever sent stays in the file (beat
+alone sends about 6,100 a day). The purge job deletes the delivered ones, in batches.
 """
 
 from __future__ import annotations
