@@ -129,6 +129,15 @@ class Settings(BaseSettings):
 
     events_task: str = Field(default="balance.events.publish", alias="EVENTS_TASK")
     events_queue: str = Field(default="events", alias="EVENTS_QUEUE")
+    # Nothing we feed grows without bound: the relay stops filling the events queue at this
+    # length (the compose Redis runs noeviction: a full Redis stops the whole fleet), and
+    # published events and finished mails are deleted after their retention.
+    events_queue_max: int = Field(default=100_000, alias="EVENTS_QUEUE_MAX", ge=1, le=100_000_000)
+    events_retention_days: int = Field(default=30, alias="EVENTS_RETENTION_DAYS", ge=1, le=36_500)
+    mail_retention_days: int = Field(default=30, alias="MAIL_RETENTION_DAYS", ge=1, le=36_500)
+    mail_failed_retention_days: int = Field(
+        default=90, alias="MAIL_FAILED_RETENTION_DAYS", ge=1, le=36_500
+    )
 
     task_queue: str = Field(default="balance", alias="TASK_QUEUE")
     task_soft_time_limit_seconds: int = Field(default=240, alias="TASK_SOFT_TIME_LIMIT", ge=1)
@@ -385,7 +394,8 @@ class Settings(BaseSettings):
                 )
 
     def check_limits(self) -> None:
-        """Cross-field rules: a redelivery must never overtake a running task."""
+        """Cross-field rules: a redelivery must never overtake a running task; a failed
+        mail is kept at least as long as a sent one."""
         if self.task_soft_time_limit_seconds >= self.task_time_limit_seconds:
             raise SettingsError("TASK_SOFT_TIME_LIMIT: must be lower than TASK_TIME_LIMIT")
         if self.charge_lease_seconds <= self.task_time_limit_seconds:
@@ -405,6 +415,11 @@ class Settings(BaseSettings):
             raise SettingsError(
                 "BROKER_VISIBILITY_TIMEOUT: must be larger than TASK_TIME_LIMIT "
                 "(otherwise Redis redelivers a task that is still running)"
+            )
+        if self.mail_failed_retention_days < self.mail_retention_days:
+            raise SettingsError(
+                "MAIL_FAILED_RETENTION_DAYS: must be at least MAIL_RETENTION_DAYS "
+                "(a mail that never went out is kept at least as long as one that did)"
             )
 
 

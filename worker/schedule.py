@@ -47,4 +47,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": crontab(minute=17),
             "options": {"expires": 3600},
         },
+        # Retention: published events and finished mails past their days (and, embedded,
+        # the broker's delivered messages). Off the audit's minute.
+        "outbox-purge": {
+            "task": task_names.OUTBOX_PURGE,
+            "schedule": crontab(minute=43),
+            "options": {"expires": 3600},
+        },
     }

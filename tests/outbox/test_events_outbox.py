@@ -239,7 +239,9 @@ def test_celery_relay_task_publishes_to_the_events_queue(broker_url: str) -> Non
     account_id = new_account()
     result = credit(account_id, "5")
 
-    assert app.tasks["balance.events.relay"]() == {"published": 1}
+    bound = {"paused": False, "queue_max": settings.events_queue_max}
+    # The queue was empty when the relay looked before its one batch.
+    assert app.tasks["balance.events.relay"]() == {"published": 1, "queue_length": 0, **bound}
     raw = client.lrange(settings.events_queue, 0, -1)
     assert len(raw) == 1
     message = _decode(raw[0])
@@ -254,6 +256,6 @@ def test_celery_relay_task_publishes_to_the_events_queue(broker_url: str) -> Non
     assert unpublished() == []
 
     # Running the relay again publishes nothing new.
-    assert app.tasks["balance.events.relay"]() == {"published": 0}
+    assert app.tasks["balance.events.relay"]() == {"published": 0, "queue_length": 1, **bound}
     assert client.llen(settings.events_queue) == 1
     client.delete(settings.events_queue)

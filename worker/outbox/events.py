@@ -81,14 +81,28 @@ def _mark(uow: UnitOfWork, ids: list[str], now: datetime | None) -> None:
     )
 
 
-def relay(uow: UnitOfWork, publish: Publish, now: datetime, batch_size: int = 200) -> int:
+def relay(
+    uow: UnitOfWork,
+    publish: Publish,
+    now: datetime,
+    batch_size: int = 200,
+    room: Callable[[], int | None] = lambda: None,
+) -> int:
     """Publish every unpublished event, oldest first; safe to run concurrently (SKIP LOCKED).
 
     The rows stay locked until their batch commits; a publish that fails stops the relay
-    with the marks of what did go out kept (and its own attempt counted)."""
+    with the marks of what did go out kept (and its own attempt counted).
+
+    `room()` is asked before each batch how many more messages the events queue may take
+    (None: no bound); a batch never takes more, and at 0 the relay stops with the rest kept
+    in the outbox (EVENTS_QUEUE_MAX). Returns the number of events published."""
     published = 0
     while True:
-        rows = uow.session.execute(_UNPUBLISHED, {"limit": batch_size}).all()
+        free = room()
+        limit = batch_size if free is None else min(batch_size, free)
+        if limit <= 0:
+            return published
+        rows = uow.session.execute(_UNPUBLISHED, {"limit": limit}).all()
         if not rows:
             return published
         sent: list[str] = []
@@ -108,5 +122,13 @@ def relay(uow: UnitOfWork, publish: Publish, now: datetime, batch_size: int = 20
             _mark(uow, failed, None)
             uow.commit()
         published += len(sent)
-        if len(rows) < batch_size:
+        if len(rows) < limit:
             return published
+
+
+def has_unpublished(uow: UnitOfWork) -> bool:
+    """Is any event waiting in the outbox? (One probe of ix_events_unpublished.)"""
+    return (
+        uow.session.execute(select(Event.id).where(Event.published_at.is_(None)).limit(1)).first()
+        is not None
+    )

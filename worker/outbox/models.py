@@ -31,6 +31,13 @@ class Event(Base):
             sqlite_where=text("published_at IS NULL"),
         ),
         Index("ix_events_account", "account_id", "occurred_at"),
+        # Retention: published events in publishing order (worker/outbox/retention.py).
+        Index(
+            "ix_events_published",
+            "published_at",
+            postgresql_where=text("published_at IS NOT NULL"),
+            sqlite_where=text("published_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -53,6 +60,19 @@ class Mail(Base):
             "next_attempt_at",
             postgresql_where=text(f"status = '{MailStatus.PENDING}'"),
             sqlite_where=text(f"status = '{MailStatus.PENDING}'"),
+        ),
+        # Retention: sent mails by when they went out, failed ones by when they were written.
+        Index(
+            "ix_mail_sent",
+            "sent_at",
+            postgresql_where=text(f"status = '{MailStatus.SENT}'"),
+            sqlite_where=text(f"status = '{MailStatus.SENT}'"),
+        ),
+        Index(
+            "ix_mail_failed",
+            "created_at",
+            postgresql_where=text(f"status = '{MailStatus.FAILED}'"),
+            sqlite_where=text(f"status = '{MailStatus.FAILED}'"),
         ),
     )
 
