@@ -10,8 +10,9 @@ reconciliation, "自動消し込み"), into a spendable prepaid balance.
 3. The invoices named in the memo are paid, as far as the funds go;
 4. else the **oldest open invoice of exactly the transfer's amount**;
 5. else open invoices **oldest first**, each one the funds fully cover.
-6. Nothing paid and an open invoice short by at most BANK_TRANSFER_TOLERANCE: it is paid,
-   the balance credited the invoiced amount, the difference booked to `bank_fees`.
+6. Nothing paid and an open invoice short by at most BANK_TRANSFER_TOLERANCE (and by less
+   than what arrived): it is paid, the balance credited the invoiced amount, the
+   difference booked to `bank_fees`.
 7. What is left stays unapplied and pays the oldest open invoice it fully covers whenever
    one exists or is created; `bank credit` moves it to the balance.
 8. Nothing paid while an invoice is open: the customer is mailed the amount still due.
@@ -324,7 +325,10 @@ def _match(
     candidates = [inv for inv in named_open if inv.status == InvoiceStatus.OPEN] or still_open
     if not paid and candidates and account.unapplied > 0:  # 6: within the tolerance
         allowed = tolerance(account.currency)
-        short = next((inv for inv in candidates if inv.amount - account.unapplied <= allowed), None)
+        # The shortfall must also be smaller than what arrived: 1 EUR never closes a 20 EUR
+        # invoice, whatever the tolerance (the seed's case is bank charges, 20 of 100).
+        funds = account.unapplied
+        short = next((inv for inv in candidates if inv.amount - funds <= min(allowed, funds)), None)
         if short is not None:
             paid.append(_pay(uow, account, short, used=account.unapplied, **pay_kw))
     paid.extend(auto_apply(uow, account, **pay_kw))  # 7: leftovers cover older invoices
