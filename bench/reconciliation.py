@@ -221,28 +221,40 @@ def main() -> None:
     refs = build(args.accounts)
     path = Path(f"/tmp/bench_recon_{args.transfers}.xml")
     write_statement(path, refs, args.transfers)
-    print(f"built {args.accounts} accounts + statement {path.stat().st_size / 1e6:.1f} MB "
-          f"in {time.perf_counter() - t:.1f} s")
+    print(
+        f"built {args.accounts} accounts + statement {path.stat().st_size / 1e6:.1f} MB "
+        f"in {time.perf_counter() - t:.1f} s"
+    )
     anchor_s, rows = plain_insert(path)
     import_s, result = run_import(path)
     again_s, again = run_import(path)
     ok, bad_unapplied = audits()
     anchor_rate = rows / anchor_s
     rate = int(result["transfers"]) / import_s  # type: ignore[call-overload]
-    print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
-          f"{datetime.now(UTC).date()}")
+    print(
+        f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
+        f"{datetime.now(UTC).date()}"
+    )
     print(f"{'run':<34}{'rows':>9}{'seconds':>10}{'rows/s':>10}{'vs anchor':>11}")
     print(f"{'plain INSERT (anchor)':<34}{rows:>9}{anchor_s:>10.1f}{anchor_rate:>10.0f}{1:>11.2f}")
-    print(f"{'bank import (reconcile)':<34}{result['transfers']:>9}{import_s:>10.1f}"
-          f"{rate:>10.0f}{rate / anchor_rate:>11.2f}")
+    print(
+        f"{'bank import (reconcile)':<34}{result['transfers']:>9}{import_s:>10.1f}"
+        f"{rate:>10.0f}{rate / anchor_rate:>11.2f}"
+    )
     again_rate = int(again["transfers"]) / again_s  # type: ignore[call-overload]
-    print(f"{'bank import again (duplicates)':<34}{again['transfers']:>9}{again_s:>10.1f}"
-          f"{again_rate:>10.0f}{again_rate / anchor_rate:>11.2f}")
-    print(f"import: matched {result['matched']} partial {result['partial']} unapplied "
-          f"{result['unapplied']} unmatched {result['unmatched']} errors {len(result['errors'])}"
-          f"; again: duplicates {again['duplicates']}")
-    print(f"audit ok: {ok}; unapplied mismatches: {bad_unapplied}; target >= 0.33 of anchor: "
-          f"{'met' if rate / anchor_rate >= 1 / 3 else 'NOT met'}")
+    print(
+        f"{'bank import again (duplicates)':<34}{again['transfers']:>9}{again_s:>10.1f}"
+        f"{again_rate:>10.0f}{again_rate / anchor_rate:>11.2f}"
+    )
+    print(
+        f"import: matched {result['matched']} partial {result['partial']} unapplied "
+        f"{result['unapplied']} unmatched {result['unmatched']} errors {len(result['errors'])}"
+        f"; again: duplicates {again['duplicates']}"
+    )
+    print(
+        f"audit ok: {ok}; unapplied mismatches: {bad_unapplied}; target >= 0.33 of anchor: "
+        f"{'met' if rate / anchor_rate >= 1 / 3 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

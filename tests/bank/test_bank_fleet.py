@@ -30,8 +30,12 @@ def test_webhook_redeliveries_and_concurrent_transfers_move_money_once(fleet: Fl
     def send(amount: str, bank_reference: str, memo: str) -> Any:
         return app.send_task(
             "balance.bank.transfer_received",
-            kwargs={"amount": amount, "currency": "EUR", "bank_reference": bank_reference,
-                    "memo": memo},
+            kwargs={
+                "amount": amount,
+                "currency": "EUR",
+                "bank_reference": bank_reference,
+                "memo": memo,
+            },
         )
 
     # The same transfer four times at once (a webhook retried), and two others.
