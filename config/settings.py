@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from worker.kernel import bank_settings
+
 _DECIMAL_RE = re.compile(r"^-?[0-9]{1,14}(\.[0-9]{1,6})?$")
 _DB_DRIVERS = {"postgresql+psycopg", "sqlite", "sqlite+pysqlite"}
 # The most HTTP requests a real adapter makes for one charge (Braintree: search ids, fetch,
@@ -217,6 +219,18 @@ class Settings(BaseSettings):
     settlement_timing_file: Path | None = Field(default=None, alias="SETTLEMENT_TIMING_FILE")
     settlement_interval_seconds: int = Field(default=900, alias="SETTLEMENT_INTERVAL", ge=10)
     settlement_batch_size: int = Field(default=500, alias="SETTLEMENT_BATCH_SIZE", ge=1, le=10_000)
+    # Invoices and bank transfers (worker/invoices, worker/bank; parsed in worker/kernel/
+    # bank_settings.py so the domains and this start-up check read them one way).
+    bank_accounts_json: str = Field(default="", alias="BANK_ACCOUNTS")
+    bank_transfer_tolerance_list: str = Field(
+        default="EUR=20,USD=20", alias="BANK_TRANSFER_TOLERANCE"
+    )
+    invoice_issuer_json: str = Field(default="", alias="INVOICE_ISSUER")
+    card_invoice_max_delay_seconds: int = Field(
+        default=259200, alias="CARD_INVOICE_MAX_DELAY", ge=0, le=90 * 86400
+    )
+    invoice_timezone: str = Field(default="UTC", alias="INVOICE_TIMEZONE")
+    invoice_interval_seconds: int = Field(default=900, alias="INVOICE_INTERVAL", ge=10)
 
     @field_validator("broker_url", "result_backend")
     @classmethod
@@ -316,6 +330,30 @@ class Settings(BaseSettings):
     def _check_usd_rates(cls, value: str) -> str:
         _parse_rates(value)
         return value
+
+    @field_validator("bank_accounts_json")
+    @classmethod
+    def _check_bank_accounts(cls, value: str) -> str:
+        bank_settings.bank_accounts(value)
+        return value
+
+    @field_validator("bank_transfer_tolerance_list")
+    @classmethod
+    def _check_tolerance(cls, value: str) -> str:
+        bank_settings.tolerances(value)
+        return value
+
+    @field_validator("invoice_issuer_json")
+    @classmethod
+    def _check_issuer(cls, value: str) -> str:
+        bank_settings.issuer(value)
+        return value
+
+    @field_validator("invoice_timezone")
+    @classmethod
+    def _check_invoice_timezone(cls, value: str) -> str:
+        bank_settings.timezone(value)
+        return value.strip()
 
     @field_validator("database_url", "psp_stub_database_url")
     @classmethod

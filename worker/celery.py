@@ -41,6 +41,8 @@ TASK_MODULES = [
     "worker.auto_reload.tasks",
     "worker.alerts.tasks",
     "worker.settlement.tasks",
+    "worker.invoices.tasks",
+    "worker.bank.tasks",
     "worker.wiring",  # the charge engine's outcome hooks
 ]
 

@@ -3,17 +3,22 @@ autogenerate, tests that inspect the schema). Code imports models from their dom
 
 from __future__ import annotations
 
+from worker.bank.models import BankTransfer
 from worker.charges.models import Charge
 from worker.db.base import Base
+from worker.invoices.models import Invoice, InvoiceCounter
 from worker.ledger.models import Account, LedgerAccount, LedgerTransaction, Posting
 from worker.outbox.models import Event, Mail
 from worker.payment_methods.models import PaymentMethod
 
 __all__ = [
     "Account",
+    "BankTransfer",
     "Base",
     "Charge",
     "Event",
+    "Invoice",
+    "InvoiceCounter",
     "LedgerAccount",
     "LedgerTransaction",
     "Mail",

@@ -38,6 +38,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": task_names.SETTLEMENT_ROLL_FORWARD,
             **every(settings.settlement_interval_seconds),
         },
+        "invoices-issue-due": {
+            "task": task_names.INVOICES_ISSUE_DUE,
+            **every(settings.invoice_interval_seconds),
+        },
         "payments-sync": {
             "task": task_names.PAYMENTS_SYNC_PENDING,
             **every(settings.payment_sync_interval_seconds),

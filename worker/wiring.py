@@ -10,7 +10,11 @@ missing, so a forgotten import fails loudly instead of skipping a rule.
 from __future__ import annotations
 
 from worker.auto_reload import policy
+from worker.bank import service as bank
 from worker.charges import engine
+from worker.invoices import pdf as invoice_pdf
+from worker.invoices import service as invoices
+from worker.outbox import mail
 from worker.settlement import service as settlement
 
 
@@ -18,6 +22,12 @@ def install() -> None:
     """Install every outcome hook (idempotent)."""
     engine.install_hook("settlement", settlement.on_charge_outcome)
     engine.install_hook("auto_reload", policy.after_outcome)
+    # Invoices first (a pending bank transfer's pro-forma), then the bank: it pays a new
+    # pro-forma at once from unapplied funds that cover it.
+    engine.install_hook("invoices", invoices.on_charge_outcome)
+    engine.install_hook("bank", bank.on_charge_outcome)
+    engine.install_view_extra("invoices", invoices.charge_extras)
+    mail.install_attachment_renderer("invoice_pdf", invoice_pdf.attachment)
 
 
 install()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -11,6 +12,7 @@ from config import get_settings
 from worker.db.base import new_id
 from worker.db.session import UnitOfWork
 from worker.kernel import validation
+from worker.kernel.bank_settings import new_creditor_reference
 from worker.kernel.clock import isoformat
 from worker.kernel.errors import NotFound, ValidationError
 from worker.kernel.money import format_amount
@@ -28,8 +30,15 @@ def create(
     emails: object = None,
     locale: object = "en",
     display_currency: object = None,
+    company: object = None,
+    finance_email: object = None,
 ) -> dict[str, Any]:
-    """Validate everything first, then write the account and its ledger account together."""
+    """Validate everything first, then write the account and its ledger account together.
+
+    `company`: the name invoices are made out to (seed 001: two accounts of one customer
+    are told apart by it); `finance_email`: where invoices go instead of the
+    invoice-and-alert addresses. Each account gets its own ISO 11649 payment reference
+    (`bank_reference`, worker/kernel/bank_settings.py)."""
     clean_name = validation.text(name, "name", max_length=200)
     assert clean_name is not None
     cur = validation.currency(currency or get_settings().default_currency)
@@ -40,6 +49,8 @@ def create(
     allowed = sorted({cur, "EUR", "USD"})
     if display not in allowed:
         raise ValidationError("display_currency", f"must be one of {', '.join(allowed)}")
+    clean_company = validation.text(company, "company", max_length=200, required=False)
+    finance = validation.emails([finance_email], "finance_email") if finance_email else []
     account = Account(
         id=new_id("acc"),
         name=clean_name,
@@ -50,6 +61,10 @@ def create(
         emails=addresses,
         locale=loc,
         display_currency=display,
+        company=clean_company,
+        finance_email=finance[0] if finance else None,
+        bank_reference=new_creditor_reference(),
+        unapplied=Decimal("0"),
         created_at=now,
         updated_at=now,
     )
@@ -93,6 +108,10 @@ def view(account: Account) -> dict[str, Any]:
         "locale": account.locale,
         "display_currency": account.display_currency,
         "emails": list(account.emails),
+        "company": account.company,
+        "finance_email": account.finance_email,
+        "bank_reference": account.bank_reference,
+        "unapplied": format_amount(account.unapplied or Decimal("0"), cur),
         "created_at": isoformat(account.created_at),
         "auto_reload": {
             "enabled": account.auto_reload_enabled,

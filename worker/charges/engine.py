@@ -428,6 +428,28 @@ def _hooks_in_order() -> list[OutcomeHook]:
     return [_hooks[name] for name in REQUIRED_HOOKS] + rest
 
 
+class ViewExtra(Protocol):
+    def __call__(self, session: Session, charge: Charge) -> dict[str, Any]: ...
+
+
+# What a top-up prints beside its charge, from the domains above (invoices: the pro-forma
+# and the payment instructions); installed by worker/wiring.py like the hooks.
+_view_extras: dict[str, ViewExtra] = {}
+
+
+def install_view_extra(name: str, extra: ViewExtra) -> None:
+    """Register (or replace) a provider of extra fields for a top-up's result."""
+    _view_extras[name] = extra
+
+
+def view_extras(session: Session, charge: Charge) -> dict[str, Any]:
+    """The extra fields every installed provider gives for `charge` (none: {})."""
+    merged: dict[str, Any] = {}
+    for extra in _view_extras.values():
+        merged.update(extra(session, charge))
+    return merged
+
+
 def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) -> Charge:
     """Record a PSP answer under the charge's row lock; a resolved charge is left alone.
 

@@ -60,6 +60,7 @@ def top_up(
     uow.session.refresh(account)
     return {
         **engine.view(charge),
+        **engine.view_extras(uow.session, charge),
         "charge_id": charge.id,
         "balance": format_amount(account.balance, account.currency),
     }

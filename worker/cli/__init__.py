@@ -10,6 +10,8 @@ from worker.cli import (  # noqa: F401  (each registers its commands)
     accounts,
     alerts,
     auto_reload,
+    bank,
+    invoices,
     ledger,
     ops,
     payments,

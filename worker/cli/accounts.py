@@ -29,6 +29,12 @@ def accounts_create(
     ] = None,
     locale: Annotated[str, typer.Option(help="en, ja or zh.")] = "en",
     display_currency: Annotated[str | None, typer.Option("--display-currency")] = None,
+    company: Annotated[
+        str | None, typer.Option("--company", help="Company name printed on invoices.")
+    ] = None,
+    finance_email: Annotated[
+        str | None, typer.Option("--finance-email", help="Invoices go here when set.")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create an account; prints it."""
@@ -46,6 +52,8 @@ def accounts_create(
                 emails=email or [],
                 locale=locale,
                 display_currency=display_currency,
+                company=company,
+                finance_email=finance_email,
                 now=now(),
             )
         ),

@@ -59,6 +59,7 @@ def job_registry() -> dict[str, tuple[str, bool]]:
         "alerts": (task_names.ALERTS_SCAN, True),
         "settlement": (task_names.SETTLEMENT_ROLL_FORWARD, True),
         "purge": (task_names.OUTBOX_PURGE, True),
+        "invoices": (task_names.INVOICES_ISSUE_DUE, True),
     }
 
 
@@ -66,7 +67,9 @@ def job_registry() -> dict[str, tuple[str, bool]]:
 def jobs_run(
     job: Annotated[
         str,
-        typer.Argument(help="auto-reload, alerts, settlement, sync, events, mail, audit or purge"),
+        typer.Argument(
+            help="auto-reload, alerts, settlement, sync, invoices, events, mail, audit or purge"
+        ),
     ],
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO-8601 with offset.")] = None,
     as_json: JsonFlag = False,

@@ -63,3 +63,16 @@ class PaymentMethodRefused(DomainError):
 
 class PaymentMethodInUse(DomainError):
     code = "payment_method_in_use"
+
+
+class InvoiceState(DomainError):
+    """The invoice is not in a state that allows this (pay or void a paid one, download a
+    pending one)."""
+
+    code = "invoice_state"
+
+
+class TransferState(DomainError):
+    """The bank transfer is not in a state that allows this (assign a matched one)."""
+
+    code = "transfer_state"

@@ -77,6 +77,7 @@ class Account(Base):
             postgresql_where=text(_ALERT_REARM),
             sqlite_where=text(_ALERT_REARM),
         ),
+        Index("uq_accounts_bank_reference", "bank_reference", unique=True),
         CheckConstraint(sql_in("status", AccountStatus), name="ck_accounts_status"),
         CheckConstraint(sql_in("alert_state", AlertState), name="ck_accounts_alert_state"),
         CheckConstraint(
@@ -110,6 +111,14 @@ class Account(Base):
     # is back at or above the threshold (by the credit that lifts it, or by the scan).
     alert_state: Mapped[str] = mapped_column(String(8), default="armed", server_default="armed")
     alert_sent_at: Mapped[datetime | None]
+    # Invoices and bank transfers (worker/invoices, worker/bank): who the invoices name,
+    # where they go, the account's own ISO 11649 payment reference, and the money received
+    # by bank transfer not yet applied to an invoice (cached; its ledger account is
+    # `unapplied:<id>:<currency>`, changed only with it).
+    company: Mapped[str | None] = mapped_column(String(200))
+    finance_email: Mapped[str | None] = mapped_column(String(254))
+    bank_reference: Mapped[str | None] = mapped_column(String(35))
+    unapplied: Mapped[Decimal] = mapped_column(default=Decimal("0"), server_default="0")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

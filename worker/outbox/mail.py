@@ -270,6 +270,7 @@ def queue(
     html_body: str | None = None,
     recipients: Sequence[str] | None = None,
     account_id: str | None = None,
+    attachments: Sequence[Mapping[str, str]] | None = None,
     now: datetime,
 ) -> Mail | None:
     """Add a mail to the outbox of the current transaction, once per `dedupe_key`.
@@ -277,6 +278,8 @@ def queue(
     `recipients` default to the account's invoice-and-alert addresses. Returns the mail
     (the earlier one for a known `dedupe_key`), or None when there is nobody to send to.
     The mail is sent after COMMIT; if the transaction rolls back, it never existed.
+    `attachments`: `{renderer, ref, filename}` each, built when the mail is sent by the
+    renderer installed under that name (`install_attachment_renderer`).
     """
     if not dedupe_key or len(dedupe_key) > DEDUPE_KEY_MAX:
         raise ValueError(f"dedupe_key: must be 1-{DEDUPE_KEY_MAX} characters")
@@ -299,6 +302,7 @@ def queue(
         "subject": _clean_subject(subject),
         "text_body": redact(text_body) or "",
         "html_body": redact(html_body),
+        "attachments": [dict(item) for item in attachments] if attachments else None,
         "status": "pending",
         "attempts": 0,
         "next_attempt_at": now,
@@ -327,7 +331,49 @@ def _message_id(mail_id: str, sender: str) -> str:
     return f"<{mail_id}@{domain}>"
 
 
-def build_message(mail: Mail, sender: str) -> EmailMessage:
+# --- attachments: built when sent, by a renderer a domain above installs ---------------------
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str  # e.g. application/pdf
+    data: bytes
+
+
+class AttachmentRenderer(Protocol):
+    def __call__(self, uow: UnitOfWork, ref: str) -> Attachment: ...
+
+
+_renderers: dict[str, AttachmentRenderer] = {}
+
+
+def install_attachment_renderer(name: str, renderer: AttachmentRenderer) -> None:
+    """Register how attachments named `name` are built (worker/wiring.py installs them: the
+    outbox sits below the domains whose documents it carries)."""
+    _renderers[name] = renderer
+
+
+def _attachments(uow: UnitOfWork, mail: Mail) -> list[Attachment]:
+    """The mail's files; raises when a renderer is missing or fails (the attempt counts and
+    backs off: a worker started without the wiring must not send a mail without its file)."""
+    built: list[Attachment] = []
+    for item in mail.attachments or []:
+        renderer = _renderers.get(str(item.get("renderer")))
+        if renderer is None:
+            raise LookupError(f"no attachment renderer {item.get('renderer')!r} installed")
+        attachment = renderer(uow, str(item.get("ref")))
+        built.append(
+            Attachment(
+                str(item.get("filename") or attachment.filename),
+                attachment.content_type,
+                attachment.data,
+            )
+        )
+    return built
+
+
+def build_message(mail: Mail, sender: str, attachments: Sequence[Attachment] = ()) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = ", ".join(mail.recipients)
@@ -338,6 +384,11 @@ def build_message(mail: Mail, sender: str) -> EmailMessage:
     message.set_content(mail.text_body)
     if mail.html_body:
         message.add_alternative(mail.html_body, subtype="html")
+    for attachment in attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        message.add_attachment(
+            attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename
+        )
     return message
 
 
@@ -411,10 +462,18 @@ class _Attempt:
 
 
 def _attempt(
-    mail: Mail, transport: MailTransport, settings: Settings, secrets: Sequence[str]
+    uow: UnitOfWork,
+    mail: Mail,
+    transport: MailTransport,
+    settings: Settings,
+    secrets: Sequence[str],
 ) -> _Attempt:
     try:
-        message = build_message(mail, settings.mail_from)
+        files = _attachments(uow, mail)
+    except Exception as exc:  # a missing renderer or a failing file: retry later
+        return _Attempt(error="cannot build attachment: " + _describe(exc))
+    try:
+        message = build_message(mail, settings.mail_from, files)
     except Exception as exc:  # this row can never become a message: retrying cannot help
         return _Attempt(error="cannot build message: " + _describe(exc), permanent=True)
     try:
@@ -438,7 +497,7 @@ def send_pending(
         if mail is None:
             break
         mail.attempts += 1
-        outcome = _attempt(mail, transport, settings, secrets)
+        outcome = _attempt(uow, mail, transport, settings, secrets)
         if outcome.refused is not None:
             mail.status = "sent"
             mail.sent_at = now

@@ -84,6 +84,9 @@ class Mail(Base):
     subject: Mapped[str] = mapped_column(String(300))
     text_body: Mapped[str] = mapped_column(Text)
     html_body: Mapped[str | None] = mapped_column(Text)
+    # Files built when the mail is sent, not stored: [{"renderer", "ref", "filename"}]; a
+    # renderer is installed by worker/wiring.py (invoices: the invoice PDF).
+    attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonType)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime]
