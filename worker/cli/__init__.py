@@ -10,6 +10,7 @@ from worker.cli import (  # noqa: F401  (each registers its commands)
     accounts,
     alerts,
     auto_reload,
+    info,
     ledger,
     ops,
     payments,

@@ -63,3 +63,16 @@ class PaymentMethodRefused(DomainError):
 
 class PaymentMethodInUse(DomainError):
     code = "payment_method_in_use"
+
+
+class NoDatabase(DomainError):
+    """The command would have to create a database to answer: it refuses instead (the
+    message says where it looked and what to do)."""
+
+    code = "no_database"
+
+
+class InstanceRunning(DomainError):
+    """Another `balancectl run` holds this BALANCE_HOME."""
+
+    code = "instance_running"
