@@ -392,10 +392,15 @@ class Settings(BaseSettings):
         return self.database_url is None
 
     @property
+    def embedded_database_file(self) -> Path:
+        """Where the embedded default keeps its database (BALANCE_HOME/balance.db)."""
+        return self.balance_home.resolve() / "balance.db"
+
+    @property
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+pysqlite:///{self.balance_home.resolve() / 'balance.db'}"
+        return f"sqlite+pysqlite:///{self.embedded_database_file}"
 
     @property
     def effective_broker_url(self) -> str:

@@ -590,7 +590,9 @@ def test_bank_transfer_vaults_without_a_nonce() -> None:
     method = _add(a, None, psp="bank_transfer")
     assert (method["type"], method["psp"]) == ("bank_transfer", "bank_transfer")
     assert method["display"]
-    assert method["default"] is True
+    # Never the default by itself, even as the first method (issue 11 item 4): a top-up
+    # without a method must not quietly open a pending bank-transfer charge.
+    assert method["default"] is False
     assert _row(method["id"]).fingerprint is None
     # Bank transfer is not a card: many accounts may have one.
     assert _add(b, None, psp="bank_transfer")["type"] == "bank_transfer"

@@ -67,13 +67,16 @@ def _account(country: str = "US", psp: str = "braintree", tag: str = "") -> tupl
     return account_id, method["id"]
 
 
-def _charge(account_id: str, amount: str, at: datetime, key: str | None = None) -> dict[str, Any]:
+def _charge(
+    account_id: str, amount: str, at: datetime, key: str | None = None, method: str | None = None
+) -> dict[str, Any]:
     with unit_of_work() as uow:
         return top_ups.top_up(
             uow,
             account_id=account_id,
             amount=amount,
             idempotency_key=key or f"k-{account_id}-{at.isoformat()}-{amount}",
+            payment_method_id=method,
             now_fn=lambda: at,
         )
 
@@ -180,9 +183,9 @@ def test_japan_pays_out_weekly_on_the_chosen_day(merchants: Callable[..., None])
 
 def test_a_bank_transfer_is_available_when_it_is_received(merchants: Callable[..., None]) -> None:
     merchants()
-    account_id, _ = _account("GB", psp="bank_transfer")
+    account_id, bank = _account("GB", psp="bank_transfer")  # never a default: named
     sent_at = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-    pending = _charge(account_id, "100.00", sent_at, key="pf-1")
+    pending = _charge(account_id, "100.00", sent_at, key="pf-1", method=bank)
     assert pending["status"] == "pending"
     assert pending["available_on"] is None
     received = datetime(2026, 3, 6, 14, 0, tzinfo=UTC)
@@ -518,9 +521,9 @@ def test_a_psp_processing_time_is_sanitised_never_blocking_the_credit(
     merchants: Callable[..., None], processed_at: datetime, expected: date
 ) -> None:
     merchants()
-    account_id, _ = _account("GB", psp="bank_transfer")
+    account_id, bank = _account("GB", psp="bank_transfer")  # never a default: named
     sent_at = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-    pending = _charge(account_id, "100.00", sent_at, key="pf-processed")
+    pending = _charge(account_id, "100.00", sent_at, key="pf-processed", method=bank)
     received = datetime(2026, 3, 6, 14, 0, tzinfo=UTC)
     with unit_of_work() as uow:
         charge = charges.apply(

@@ -268,7 +268,9 @@ def begin(
             method = payment_methods.default_for(session, account.id)
             if method is None:
                 raise NotFound(
-                    "payment_method_id", "the account has no default payment method; add one first"
+                    "payment_method_id",
+                    "the account has no default card or PayPal account: name the method "
+                    "(--method) or make one the default (balancectl methods set-default)",
                 )
         else:
             method = payment_methods.get_active(

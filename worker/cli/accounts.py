@@ -57,6 +57,7 @@ def accounts_create(
                 now=now(),
             )
         ),
+        creates_database=True,  # the first command on a new home: it may make the database
     )
 
 

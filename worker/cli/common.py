@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 
 from config import SettingsError, get_settings
+from worker.kernel.errors import NoDatabase
 from worker.kernel.redaction import redact
 
 app = typer.Typer(
@@ -46,12 +48,64 @@ def settings_or_exit(as_json: bool) -> None:
         fail("invalid_setting", field, str(exc), as_json)
 
 
-def ensure_schema() -> None:
-    """The embedded default creates its own schema; a server database uses `db upgrade`."""
-    if get_settings().embedded:
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for any other database, or an in-memory one)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).resolve()
+
+
+def missing_database() -> NoDatabase | None:
+    """The refusal for a command run where no database file exists, or None.
+
+    Connecting to SQLite creates the file, so a read from the wrong folder used to make an
+    empty database there and answer `no account`: the check runs before any connection."""
+    settings = get_settings()
+    path = sqlite_file(settings.effective_database_url)
+    if path is None or path.exists():
+        return None
+    if not settings.embedded:
+        return NoDatabase(
+            "DATABASE_URL",
+            f"no database file at {path}; check DATABASE_URL, or create it with "
+            "`balancectl db upgrade`",
+        )
+    if "balance_home" in settings.model_fields_set:
+        where = f"BALANCE_HOME={settings.balance_home}"
+    else:
+        where = "BALANCE_HOME is not set: the default ./.balance"
+    return NoDatabase(
+        "BALANCE_HOME",
+        f"no embedded database at {path} ({where}, from {Path.cwd()}); run balancectl from "
+        "the folder that holds .balance/, set BALANCE_HOME, or create one with "
+        "`balancectl db upgrade`",
+    )
+
+
+def ensure_schema(create: bool = False) -> None:
+    """The embedded default migrates its own schema; a server database uses `db upgrade`.
+
+    Only a command that creates data (`create`: `accounts create`, `run`; and `db
+    upgrade`) may create the embedded database; any other refuses with NoDatabase
+    (field `BALANCE_HOME`, or `DATABASE_URL` for a SQLite file named there) and creates
+    nothing: no folder, no file."""
+    settings = get_settings()
+    missing = missing_database()
+    if missing is not None and not (create and settings.embedded):
+        raise missing
+    if settings.embedded:
         from worker.db.migrate import upgrade
 
         upgrade()
+
+
+def _no_schema(exc: DBAPIError) -> bool:
+    """A database without our tables (a new PostgreSQL database, a foreign SQLite file)."""
+    orig = getattr(exc, "orig", None)
+    return type(orig).__name__ == "UndefinedTable" or "no such table" in str(orig)
 
 
 def emit(result: Any, as_json: bool) -> None:
@@ -91,19 +145,39 @@ def print_human(result: Any, indent: int = 0) -> None:
     typer.echo(f"{pad}{result}")
 
 
-def run_action(as_json: bool, action: Callable[[], Any], *, write: bool = True) -> Any:
-    """Run one operation in a unit of work, mapping refusals to exit 1."""
+def run_action(
+    as_json: bool,
+    action: Callable[[], Any],
+    *,
+    write: bool = True,
+    creates_database: bool = False,
+) -> Any:
+    """Run one operation in a unit of work, mapping refusals to exit 1.
+
+    `creates_database`: the command may create the embedded database when there is none
+    (only commands that create data from nothing: `accounts create`); every other command
+    refuses there (see `ensure_schema`)."""
     from worker.kernel.errors import DomainError
 
     settings_or_exit(as_json)
     try:
-        ensure_schema()
+        ensure_schema(create=creates_database)
         result = action()
     except DomainError as exc:
         fail(exc.code, exc.field, str(exc), as_json)
     except SettingsError as exc:
         fail("invalid_setting", str(exc).split(":", 1)[0], str(exc), as_json)
-    except (OperationalError, InterfaceError) as exc:
+    except (OperationalError, InterfaceError, ProgrammingError) as exc:
+        if _no_schema(exc):
+            fail(
+                NoDatabase.code,
+                "DATABASE_URL",
+                "DATABASE_URL: the database has no balance-worker tables "
+                f"({one_line(exc)}); run `balancectl db upgrade`",
+                as_json,
+            )
+        if isinstance(exc, ProgrammingError):
+            raise
         fail(
             "database_unavailable",
             "DATABASE_URL",

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from config import get_settings
+from config import Settings, get_settings
 from worker.cli.common import (
     JsonFlag,
     app,
@@ -101,13 +101,41 @@ def run(
     concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2,
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
 ) -> None:
-    """Start a worker with beat on the configured services (default: embedded, no servers)."""
+    """Start a worker with beat on the configured services (default: embedded, no servers).
+
+    One per BALANCE_HOME unless the beat is RedBeat-locked on a server database: a second
+    is refused at once (exit 1, naming BALANCE_HOME and the holder's pid)."""
+    from worker.kernel.errors import DomainError
+
     settings_or_exit(False)
     settings = get_settings()
-    if settings.embedded:
+    if needs_home_lock(settings):
+        from worker.cli import instance
+
         settings.balance_home.mkdir(parents=True, exist_ok=True)
-    ensure_schema()
+        try:
+            instance.acquire(settings.balance_home.resolve())
+        except DomainError as exc:
+            fail(exc.code, exc.field, str(exc), False)
+        except OSError as exc:
+            fail("invalid_setting", "BALANCE_HOME", f"BALANCE_HOME: cannot lock it ({exc})", False)
+    try:
+        ensure_schema(create=True)
+    except DomainError as exc:
+        fail(exc.code, exc.field, str(exc), False)
+    from celery import signals
+
     from worker.celery import app as celery_app
+
+    main_pid = os.getpid()
+
+    def _beat_dies_with_worker(**_: Any) -> None:
+        # Without this a `kill -9` of the worker leaves its beat running, orphaned.
+        from worker.cli import instance
+
+        instance.die_with_parent(main_pid)
+
+    signals.beat_embedded_init.connect(_beat_dies_with_worker, weak=False)
 
     where = (
         "embedded (SQLite + SQLAlchemy broker in " + str(settings.balance_home.resolve()) + ")"
@@ -126,3 +154,11 @@ def run(
             f"--hostname=balance-{os.getpid()}@%h",
         ]
     )
+
+
+def needs_home_lock(settings: Settings) -> bool:
+    """True unless the database is a server and the broker Redis (RedBeat then locks beat
+    across hosts, and several `balancectl run` are a fleet): the embedded database or
+    broker, or a beat with no lock of its own, allow one instance per BALANCE_HOME."""
+    broker = settings.broker_url or ""
+    return settings.embedded or not broker.startswith(("redis://", "rediss://"))

@@ -23,7 +23,9 @@ def methods_add(
     account_id: Annotated[str, typer.Argument(metavar="ID")],
     psp: Annotated[str, typer.Option("--psp", help="braintree, paypal or bank_transfer")],
     nonce: Annotated[str | None, typer.Option(help="PSP nonce, e.g. fake-valid-visa-nonce")] = None,
-    default: Annotated[bool, typer.Option("--default", help="Make it the default method.")] = False,
+    default: Annotated[
+        bool, typer.Option("--default", help="Make it the default (card or PayPal only).")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Vault a payment method at the PSP; prints it (id, type, psp, display)."""
@@ -56,7 +58,8 @@ def methods_remove(
     method_id: Annotated[str, typer.Argument(metavar="METHOD_ID")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Remove a payment method (auto-reload using it turns off)."""
+    """Remove a payment method; says whether auto-reload (which used it) was turned off
+    (`auto_reload_disabled`) and what the default is now (`default_payment_method_id`)."""
     from worker.kernel.clock import now
     from worker.payment_methods import service as payment_methods
 
@@ -64,6 +67,27 @@ def methods_remove(
         as_json,
         in_uow(
             lambda uow: payment_methods.remove(
+                uow, account_id=account_id, method_id=method_id, now=now()
+            )
+        ),
+    )
+
+
+@methods_app.command("set-default")
+def methods_set_default(
+    account_id: Annotated[str, typer.Argument(metavar="ID")],
+    method_id: Annotated[str, typer.Argument(metavar="METHOD_ID")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Make a card or PayPal method the default (a bank transfer is refused: name it with
+    `top-up --method`)."""
+    from worker.kernel.clock import now
+    from worker.payment_methods import service as payment_methods
+
+    run_action(
+        as_json,
+        in_uow(
+            lambda uow: payment_methods.set_default(
                 uow, account_id=account_id, method_id=method_id, now=now()
             )
         ),

@@ -76,3 +76,16 @@ class TransferState(DomainError):
     """The bank transfer is not in a state that allows this (assign a matched one)."""
 
     code = "transfer_state"
+
+
+class NoDatabase(DomainError):
+    """The command would have to create a database to answer: it refuses instead (the
+    message says where it looked and what to do)."""
+
+    code = "no_database"
+
+
+class InstanceRunning(DomainError):
+    """Another `balancectl run` holds this BALANCE_HOME."""
+
+    code = "instance_running"

@@ -1,4 +1,10 @@
-"""Payment methods: PSP tokens only. One card or PayPal account belongs to one account."""
+"""Payment methods: PSP tokens only. One card or PayPal account belongs to one account.
+
+The default method is what a top-up (or auto-reload) without a method charges, so only a
+method that can be charged on demand (a card or PayPal account: its adapter's `on_demand`)
+is ever the default. A bank transfer is never made the default, neither by itself (first
+method added, the default removed) nor on request: it is always named explicitly.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +25,27 @@ from worker.kernel.validation import refuse_pan
 from worker.ledger import service as ledger
 from worker.ledger.models import Account
 from worker.outbox import events
-from worker.payment_methods.models import PaymentMethod
+from worker.payment_methods.models import MethodType, PaymentMethod
 from worker.psp.base import VaultRequest
 from worker.psp.errors import VaultRefused
-from worker.psp.registry import get_adapter
+from worker.psp.registry import ADAPTERS, get_adapter
 
 IN_USE = "this card or PayPal account is already saved on another account (one account only)"
+NOT_ON_DEMAND = (
+    "a bank transfer cannot be the default: only a card or PayPal account can be charged on "
+    "demand (name a bank transfer with --method / payment_method_id when you top up)"
+)
+
+
+def on_demand(method: PaymentMethod) -> bool:
+    """True for a method we can charge when we choose (card, PayPal): the adapter says so.
+
+    Judged from the adapter's class, not whether its PSP is enabled right now: a card whose
+    PSP is switched off is still a card (charging it is refused by name, never silently
+    turned into something else)."""
+    if method.type == MethodType.BANK_TRANSFER:
+        return False
+    return bool(getattr(ADAPTERS.get(method.psp), "on_demand", False))
 
 
 def view(method: PaymentMethod) -> dict[str, Any]:
@@ -62,10 +83,17 @@ def add(
     make_default: bool = False,
     now: datetime,
 ) -> dict[str, Any]:
-    """Vault a nonce at the PSP and save the token. Nothing is written on refusal."""
+    """Vault a nonce at the PSP and save the token; prints it (`view`).
+
+    The first card or PayPal account of an account becomes its default; a bank transfer
+    never does by itself, and `make_default` on one is refused (field `default`).
+    Raises ValidationError, NotFound, PaymentMethodRefused, PaymentMethodInUse; nothing is
+    written on refusal."""
     if not isinstance(psp, str) or not psp.strip():
         raise ValidationError("psp", "is required (braintree, paypal or bank_transfer)")
     adapter = get_adapter(validation.refuse_control(psp, "psp").strip())
+    if make_default and not adapter.on_demand:
+        raise ValidationError("default", NOT_ON_DEMAND)
     if adapter.on_demand:
         if not isinstance(nonce, str) or not nonce.strip():
             raise ValidationError("nonce", f"is required for {adapter.name}")
@@ -102,7 +130,10 @@ def add(
             raise PaymentMethodInUse("nonce", IN_USE)
 
     current = _active(uow.session, account.id)
-    is_default = make_default or not any(m.is_default for m in current)
+    # A default left on a bank transfer by an older version counts as none.
+    is_default = make_default or (
+        adapter.on_demand and not any(m.is_default and on_demand(m) for m in current)
+    )
     if is_default:
         for other in current:
             other.is_default = False
@@ -159,38 +190,106 @@ def get_active(session: Session, account_id: str, method_id: object, field: str)
 
 
 def default_for(session: Session, account_id: str) -> PaymentMethod | None:
-    return session.scalars(
+    """The account's default method, or None. A bank transfer marked default (by a version
+    before this rule) is not one: a top-up without a method must never quietly become a
+    pending bank-transfer charge."""
+    method = session.scalars(
         select(PaymentMethod).where(
             PaymentMethod.account_id == account_id,
             PaymentMethod.is_default.is_(True),
             PaymentMethod.removed_at.is_(None),
         )
     ).one_or_none()
+    return method if method is not None and on_demand(method) else None
+
+
+def set_default(
+    uow: UnitOfWork, *, account_id: object, method_id: object, now: datetime
+) -> dict[str, Any]:
+    """Make a card or PayPal method the account's default (`balancectl methods set-default`).
+
+    Returns the method (`view`). A method that is already the default changes nothing.
+    Raises NotFound (`account_id`, `payment_method_id`), ValidationError
+    (`payment_method_id`: a bank transfer, or a method whose PSP is not enabled)."""
+    account = ledger.lock_account(uow.session, account_id)
+    method = get_active(uow.session, account.id, method_id, "payment_method_id")
+    if not on_demand(method):
+        raise ValidationError("payment_method_id", NOT_ON_DEMAND)
+    get_adapter(method.psp, "payment_method_id")  # still enabled?
+    if method.is_default:
+        return view(method)
+    previous = [m for m in _active(uow.session, account.id) if m.is_default]
+    for other in previous:
+        other.is_default = False
+    uow.session.flush()  # one default per account: the unique index sees the old one go first
+    method.is_default = True
+    events.record(
+        uow,
+        "payment_method.default_changed",
+        account.id,
+        {
+            "payment_method_id": method.id,
+            "previous_payment_method_id": previous[0].id if previous else None,
+            "reason": "operator",
+        },
+        now,
+    )
+    return view(method)
 
 
 def remove(
     uow: UnitOfWork, *, account_id: object, method_id: object, now: datetime
 ) -> dict[str, Any]:
-    """Forget a method. If auto-reload used it, auto-reload turns off (with an event)."""
+    """Forget a method; returns it with `removed: true`, `auto_reload_disabled` (bool: auto-
+    reload used it and is now off, with an `auto_reload.disabled` event) and
+    `default_payment_method_id` (the account's default afterwards, or null).
+
+    Removing the default promotes the newest remaining card or PayPal account; with none,
+    the account has no default (a bank transfer is never promoted), and a top-up must name
+    its method. Raises NotFound / ValidationError (`account_id`, `payment_method_id`)."""
     account = ledger.lock_account(uow.session, account_id)
     method = get_active(uow.session, account.id, method_id, "payment_method_id")
     method.removed_at = now
     was_default, method.is_default = method.is_default, False
     uow.session.flush()
+    promoted: PaymentMethod | None = None
     if was_default:
-        rest = _active(uow.session, account.id)
-        if rest:
-            rest[-1].is_default = True
+        chargeable = [m for m in _active(uow.session, account.id) if on_demand(m)]
+        if chargeable:
+            promoted = chargeable[-1]
+            promoted.is_default = True
+            events.record(
+                uow,
+                "payment_method.default_changed",
+                account.id,
+                {
+                    "payment_method_id": promoted.id,
+                    "previous_payment_method_id": method.id,
+                    "reason": "default_removed",
+                },
+                now,
+            )
+    auto_reload_disabled = False
     if account.auto_reload_method_id == method.id:
+        # Only an auto-reload that was on is turned off (and said so); one already off just
+        # forgets the method.
+        auto_reload_disabled = account.auto_reload_enabled
         account.auto_reload_enabled = False
         account.auto_reload_method_id = None
         account.updated_at = now
-        events.record(
-            uow,
-            "auto_reload.disabled",
-            account.id,
-            {"reason": "payment_method_removed", "payment_method_id": method.id},
-            now,
-        )
+        if auto_reload_disabled:
+            events.record(
+                uow,
+                "auto_reload.disabled",
+                account.id,
+                {"reason": "payment_method_removed", "payment_method_id": method.id},
+                now,
+            )
     events.record(uow, "payment_method.removed", account.id, {"payment_method_id": method.id}, now)
-    return {**view(method), "removed": True}
+    current = promoted if promoted is not None else default_for(uow.session, account.id)
+    return {
+        **view(method),
+        "removed": True,
+        "auto_reload_disabled": auto_reload_disabled,
+        "default_payment_method_id": current.id if current is not None else None,
+    }
