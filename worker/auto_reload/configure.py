@@ -44,7 +44,10 @@ def configure(
     account.auto_reload_threshold = limit
     account.auto_reload_amount = value
     account.auto_reload_method_id = method.id
+    # A new setting is a fresh start: the customer acted (as the mails ask them to).
     account.auto_reload_declines = 0
+    account.auto_reload_soft_failures = 0
+    account.auto_reload_failing_at = None
     account.auto_reload_backoff_until = None
     account.auto_reload_capped_until = None
     account.updated_at = now
