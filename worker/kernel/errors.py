@@ -63,3 +63,11 @@ class PaymentMethodRefused(DomainError):
 
 class PaymentMethodInUse(DomainError):
     code = "payment_method_in_use"
+
+
+class NeverRuns(ValidationError):
+    """A well-formed setting that could never take effect: every execution would be skipped
+    or refused (an auto-reload amount above the monthly cap, a threshold no reload can
+    clear, an alert that could only fire after the account is suspended)."""
+
+    code = "never_runs"
