@@ -17,6 +17,7 @@ from worker.accounts import service as accounts
 from worker.auto_reload import batch, configure, policy
 from worker.auto_reload import sweep as sweeps
 from worker.charges import engine as charges
+from worker.charges import janitor
 from worker.charges import top_up as top_ups
 from worker.charges.models import Charge
 from worker.db.session import unit_of_work
@@ -28,6 +29,7 @@ from worker.ledger.models import Account
 from worker.outbox.models import Event, Mail
 from worker.payment_methods import service as payment_methods
 from worker.psp.base import ChargeResult, Outcome
+from worker.psp.errors import TransportError
 from worker.psp.sandbox import RemoteSide
 
 pytestmark = pytest.mark.integration  # real PostgreSQL and Redis, tables emptied first
@@ -398,3 +400,82 @@ def test_money_stays_where_it_was() -> None:
     assert _get(account_id).balance == Decimal("2.50")
     with unit_of_work() as uow:
         assert ledger.audit(uow.session)["ok"]
+
+
+# --- the other way a reload ends `failed` uncharged: the PSP has no record of it --------------
+
+
+def test_a_psp_that_never_records_the_charge_is_backed_off_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every call times out after sending and the PSP keeps no record: each charge is
+    `unknown`, the janitor finds nothing after the lease and closes it `not_received`, and
+    (before) the next sweep opened a new one, about every 12 minutes, for ever."""
+    calls: list[str] = []
+
+    def black_hole(self: RemoteSide, request: Any) -> Any:
+        calls.append(request.idempotency_key)
+        raise TransportError("read timed out", sent=True)
+
+    monkeypatch.setattr(RemoteSide, "charge", black_hole)
+    account_id = _account(amount="20")
+    at = T0
+    end = T0 + timedelta(hours=2)
+    while at <= end:
+        _sweep(at)
+        with time_machine.travel(at, tick=False), unit_of_work() as uow:
+            janitor.sync_pending(uow, at)  # beat runs it every minute; each tick is enough
+        at += SWEEP
+    made = _charges(account_id)
+    assert [c.decline_code for c in made] == ["not_received"] * len(made)
+    # Charge 1 at 0 min, closed at 6 (its lease over), back-off 1 h; charge 2 at 66, closed
+    # at 72, back-off 2 h: past the end. Before: a charge every 12 minutes, 11 in two hours.
+    assert [int((c.created_at - T0).total_seconds()) // 60 for c in made] == [0, 66]
+    assert len(calls) == 2
+    account = _get(account_id)
+    assert account.auto_reload_soft_failures == 2
+    assert account.auto_reload_declines == 0 and account.auto_reload_enabled is True
+
+
+def test_a_retry_superseded_by_a_new_balance_is_not_counted() -> None:
+    """Closing a soft-failed reload because the balance moved before its retry is our
+    decision, not the PSP's failure: the streak stays as it was.
+
+    Threshold 2001, step 1000.25: from 0 the reload is 3000.75 (soft failure); from 1000.50
+    it is 2000.50 (declined, code 2000), which replaces the open one."""
+    with unit_of_work() as uow:
+        account_id = accounts.create(uow, name="Moved", emails=["m@example.com"], now=T0)["id"]
+    with unit_of_work() as uow:
+        payment_methods.add(
+            uow, account_id=account_id, psp="braintree", nonce="fake-valid-nonce:moved", now=T0
+        )
+    with unit_of_work() as uow:
+        configure.configure(uow, account_id=account_id, threshold="2001", amount="1000.25", now=T0)
+    assert _sweep(T0) == 1
+    with unit_of_work() as uow:
+        adjustments.adjust(uow, account_id=account_id, amount="1000.50", reason="x", now=T0)
+    assert _sweep(T0 + SWEEP) == 1
+    first, second = _charges(account_id)
+    assert (first.status, first.decline_code) == ("failed", "superseded")
+    assert (second.amount, second.status) == (Decimal("2000.50"), "declined")
+    account = _get(account_id)
+    assert (account.auto_reload_soft_failures, account.auto_reload_declines) == (0, 1)
+
+
+def test_closing_a_charge_without_the_close_hooks_fails_loudly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As `apply` refuses to record an outcome without its hooks: a forgotten wiring import
+    must never skip the failure policy silently."""
+    account_id = _account(amount="20")
+    with unit_of_work() as uow:
+        charge, _ = charges.begin(
+            uow, account_id=account_id, amount="20", idempotency_key="k1", now=T0
+        )
+        charge_id = charge.id
+    monkeypatch.setattr(charges, "_close_hooks", {})
+    missing = pytest.raises(RuntimeError, match="close hooks not installed: auto_reload")
+    with missing, unit_of_work() as uow:
+        charges.fail(uow, charges.lock(uow.session, charge_id), "x", "y", T0)
+    [charge] = _charges(account_id)
+    assert charge.status == "processing"  # nothing written

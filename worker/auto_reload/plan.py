@@ -33,6 +33,10 @@ from worker.outbox import events
 from worker.payment_methods.models import PaymentMethod
 from worker.psp.base import ChargeRequest
 
+# The code of a soft-failed reload closed because settings or the balance changed before its
+# retry: our decision, so the failure policy does not count it.
+SUPERSEDED = "superseded"
+
 
 def reload_amount(balance: Decimal, threshold: Decimal, amount: Decimal) -> Decimal:
     """n x amount with the smallest n >= 1 such that balance + n x amount > threshold."""
@@ -243,7 +247,7 @@ def plan_account(
         charges.fail(
             uow,
             charges.lock(session, open_charge.id),
-            "superseded",
+            SUPERSEDED,
             "auto-reload settings or balance changed before the retry",
             now,
         )

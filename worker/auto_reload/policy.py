@@ -5,12 +5,16 @@
 | succeeded (any charge) | back-off, declines and soft streak end; bursts are flagged |
 | declined (auto-reload) | back-off; N in a row turn auto-reload off, the customer is told |
 | not attempted (auto-reload) | the same charge is retried after 1, 2, 4 ... min, then fails |
-| soft retries used up (reload) | back-off 1 h, x2 per one in a row, <= 24 h; 3rd: mail once |
+| failed uncharged (reload) | back-off 1 h, x2 per one in a row, <= 24 h; 3rd: mail once |
 
-A reload whose soft retries are used up ends `failed`. Soft failures never count toward
-the decline rule: a PSP-wide outage makes every account's reload fail softly at once, and
-must not turn auto-reload off for all of them.
-Why they back off at all: without it every sweep opened a new charge (seen: 6 charges and
+A reload ends `failed` uncharged when its soft retries are used up, or when the PSP's answer
+never came and the janitor finds no record of it after the lease (`not_received`): both come
+through the engine's close hook (`after_close`). Not counted: a charge our own worker never
+got through (still `processing`), a retry superseded by new settings.
+
+Soft failures never count toward the decline rule: a PSP-wide outage makes every account's
+reload fail softly at once, and must not turn auto-reload off for all of them. Why they
+back off at all: without it every sweep opened a new charge (seen: 6 charges and
 21 PSP attempts in 2 hours, about 250 attempts a day, for ever, with nobody told).
 """
 
@@ -23,10 +27,11 @@ from sqlalchemy import func, select
 
 from config import get_settings
 from worker.auto_reload import notices
+from worker.auto_reload.plan import SUPERSEDED
 from worker.charges import engine as charges
 from worker.charges.engine import Recorded
 from worker.charges.models import Charge
-from worker.charges.states import Purpose
+from worker.charges.states import ChargeStatus, Purpose
 from worker.db.session import UnitOfWork
 from worker.kernel.clock import isoformat
 from worker.kernel.money import format_amount
@@ -78,13 +83,30 @@ def after_outcome(uow: UnitOfWork, charge: Charge, recorded: Recorded) -> None:
                 charge.decline_text or "the PSP did not process the charge",
                 now,
             )
-            account = account or locked or ledger.lock_account(uow.session, charge.account_id)
-            soft_exhausted(uow, account, charge, now)
+            # after_close (the engine's close hook, run by `fail`) counts it in the streak
         else:
             delay = min(
                 60 * 2 ** (charge.attempts - 1), settings.auto_reload_soft_retry_max_seconds
             )
             charge.next_attempt_at = now + timedelta(seconds=delay)
+
+
+def after_close(uow: UnitOfWork, charge: Charge, was: str, now: datetime) -> None:
+    """The charge engine's close hook (installed by worker/wiring.py), for every charge we
+    close as `failed` without a PSP answer saying so (`was`: its status before).
+
+    An auto-reload charge counts in the account's streak (`soft_exhausted`) when the PSP was
+    asked and did not charge: its soft retries used up (`was` not_attempted), or an answer
+    that never came and no record at the PSP after the lease (`was` unknown, `not_received`).
+    Not counted: a charge still `processing` (our worker died or lost its database before or
+    during the call: the next sweep reloads at once, as before), and a retry superseded by
+    new settings or a new balance (our own decision)."""
+    if charge.purpose != Purpose.AUTO_RELOAD or charge.decline_code == SUPERSEDED:
+        return
+    if was not in (ChargeStatus.NOT_ATTEMPTED, ChargeStatus.UNKNOWN):
+        return
+    account = ledger.lock_account(uow.session, charge.account_id)  # after the charge's lock
+    soft_exhausted(uow, account, charge, now)
 
 
 def soft_backoff(failures: int) -> timedelta:
@@ -102,9 +124,10 @@ def soft_backoff(failures: int) -> timedelta:
 
 
 def soft_exhausted(uow: UnitOfWork, account: Account, charge: Charge, now: datetime) -> None:
-    """A reload charge ended `failed` after its soft retries (nothing was charged): the
-    streak grows, the account backs off (`soft_backoff`), and the `AUTO_RELOAD_FAILING_AFTER`
-    -th in a row writes `auto_reload.failing` and mails the customer, once per streak.
+    """A reload charge ended `failed` without being charged (its soft retries used up, or
+    no record at the PSP after its lease): the streak grows, the account backs off
+    (`soft_backoff`), and the `AUTO_RELOAD_FAILING_AFTER`-th in a row writes
+    `auto_reload.failing` and mails the customer, once per streak.
 
     Auto-reload stays on and the decline count is untouched: a PSP-wide outage must not
     turn auto-reload off for every account. `account` is the charge's, locked."""
@@ -115,10 +138,10 @@ def soft_exhausted(uow: UnitOfWork, account: Account, charge: Charge, now: datet
     current = account.auto_reload_backoff_until
     account.auto_reload_backoff_until = until if current is None else max(current, until)
     log.warning(
-        "auto-reload of %s: charge %s failed after its soft retries (%d in a row); "
-        "backing off until %s",
+        "auto-reload of %s: charge %s failed uncharged (%s; %d in a row); backing off until %s",
         account.id,
         charge.id,
+        charge.decline_code,
         failures,
         account.auto_reload_backoff_until.isoformat(),
     )
