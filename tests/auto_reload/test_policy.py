@@ -1,5 +1,9 @@
 """Auto-reload's failure policy for soft failures (the PSP did not process the charge):
-through the sweep and the batch, the real clock moved with time-machine, as the beat would."""
+through the sweep and the batch, the real clock moved with time-machine, as the beat would.
+
+Longer than 400 lines on purpose: every rule of the streak (back-off, its doubling and cap,
+one mail per streak, what ends it, what never counts) is driven by the same beat-tick
+helpers, and reads best beside them."""
 
 from __future__ import annotations
 
