@@ -193,6 +193,17 @@ class Settings(BaseSettings):
     auto_reload_soft_retry_max_seconds: int = Field(
         default=1800, alias="AUTO_RELOAD_SOFT_RETRY_MAX", ge=1
     )
+    # Back-off after a reload charge is exhausted by soft failures: base, doubling per
+    # exhausted charge in a row, up to the cap; the customer is told after FAILING_AFTER.
+    auto_reload_soft_backoff_seconds: int = Field(
+        default=3600, alias="AUTO_RELOAD_SOFT_BACKOFF", ge=60, le=7 * 86400
+    )
+    auto_reload_soft_backoff_max_seconds: int = Field(
+        default=86400, alias="AUTO_RELOAD_SOFT_BACKOFF_MAX", ge=60, le=30 * 86400
+    )
+    auto_reload_failing_after: int = Field(
+        default=3, alias="AUTO_RELOAD_FAILING_AFTER", ge=1, le=100
+    )
     auto_reload_batch_size: int = Field(default=40, alias="AUTO_RELOAD_BATCH_SIZE", ge=1, le=500)
     auto_reload_batch_seconds: int = Field(
         default=2, alias="AUTO_RELOAD_BATCH_SECONDS", ge=1, le=3600
@@ -438,7 +449,7 @@ class Settings(BaseSettings):
 
     def check_limits(self) -> None:
         """Cross-field rules: a redelivery must never overtake a running task; a failed
-        mail is kept at least as long as a sent one."""
+        mail is kept at least as long as a sent one; a back-off's cap is not below its start."""
         if self.task_soft_time_limit_seconds >= self.task_time_limit_seconds:
             raise SettingsError("TASK_SOFT_TIME_LIMIT: must be lower than TASK_TIME_LIMIT")
         if self.charge_lease_seconds <= self.task_time_limit_seconds:
@@ -453,6 +464,11 @@ class Settings(BaseSettings):
                 f"requests, each waiting up to twice this (connect, then read): "
                 f"{psp_worst:g} s must stay below CHARGE_LEASE_SECONDS "
                 f"({self.charge_lease_seconds})"
+            )
+        if self.auto_reload_soft_backoff_max_seconds < self.auto_reload_soft_backoff_seconds:
+            raise SettingsError(
+                "AUTO_RELOAD_SOFT_BACKOFF_MAX: must be at least AUTO_RELOAD_SOFT_BACKOFF "
+                "(the cap of a back-off that starts there)"
             )
         if self.broker_visibility_timeout_seconds <= self.task_time_limit_seconds:
             raise SettingsError(

@@ -1,7 +1,8 @@
 """Wire the domains that react to charge outcomes into the charge engine.
 
 The engine sits below them (it imports none of them), so each hands it a hook: settlement
-dates a success, auto-reload's failure policy judges every outcome. Importing this module
+dates a success, auto-reload's failure policy judges every outcome and every charge the
+engine closes as failed on our side (`fail`). Importing this module
 installs them; the Celery app loads it with the task modules, and the CLI and the tests
 import it. `charges.engine.apply` refuses to record an outcome while a required hook is
 missing, so a forgotten import fails loudly instead of skipping a rule.
@@ -28,6 +29,7 @@ def install() -> None:
     engine.install_hook("bank", bank.on_charge_outcome)
     engine.install_view_extra("invoices", invoices.charge_extras)
     mail.install_attachment_renderer("invoice_pdf", invoice_pdf.attachment)
+    engine.install_close_hook("auto_reload", policy.after_close)
 
 
 install()

@@ -25,7 +25,7 @@ from worker.alerts import notices
 from worker.db.session import UnitOfWork
 from worker.kernel import validation
 from worker.kernel.clock import isoformat
-from worker.kernel.errors import ValidationError
+from worker.kernel.errors import NeverRuns, ValidationError
 from worker.kernel.money import format_amount, parse_amount
 from worker.ledger import service as ledger
 from worker.ledger.models import Account
@@ -52,9 +52,24 @@ def configure(
 
     Everything is checked before anything is written. Turning alerts on or changing the
     threshold re-arms the alert, so a balance already below it is reported by the next scan.
+
+    `threshold`: a positive decimal string in the account currency, up to 6 decimals (balances
+    are sub-cent), above `DEPLETION_FLOOR` (NeverRuns otherwise: the alert could only fire
+    once the account is suspended). Any higher threshold can fire: the balance can always
+    fall below it.
     """
     account = ledger.lock_account(uow.session, account_id)
     limit = parse_amount(threshold, "threshold")
+    floor = get_settings().depletion_floor
+    if limit <= floor:
+        # The balance is below such a threshold only once the account is depleted (API
+        # stopped), and the depletion notice goes out then: the alert could never warn first.
+        raise NeverRuns(
+            "threshold",
+            f"must be above DEPLETION_FLOOR ({format_amount(floor, account.currency)} "
+            f"{account.currency}): at or below it the account is already suspended and gets "
+            "the depletion notice, so this alert could never warn before that",
+        )
     addresses = validation.emails(emails) if emails else list(account.emails)
     if not addresses:
         raise ValidationError(

@@ -1,4 +1,4 @@
-"""The mail sent when auto-reload turns itself off after declines."""
+"""Auto-reload's customer mails: turned off after declines; failing (PSP unavailable)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,41 @@ def auto_reload_disabled(
         account,
         kind="auto_reload.disabled",
         dedupe_key=f"auto_reload_disabled:{charge_id}",
+        rendered=rendered,
+        now=now,
+    )
+
+
+def auto_reload_failing(
+    uow: UnitOfWork,
+    account: Account,
+    *,
+    charge_id: str,
+    reload_amount: Decimal,
+    failures: int,
+    reason: str,
+    next_attempt_at: datetime,
+    now: datetime,
+) -> Mail | None:
+    """Once per streak of reload charges exhausted by soft failures: keyed by the charge
+    that completed the streak's `AUTO_RELOAD_FAILING_AFTER`-th failure."""
+    rendered = notices.render(
+        account,
+        "auto_reload.failing",
+        lambda: mail_templates.render_auto_reload_failing(
+            **notices.about(account),
+            reload_amount=reload_amount,
+            failures=failures,
+            reason=reason,
+            next_attempt_at=next_attempt_at,
+            occurred_at=now,
+        ),
+    )
+    return notices.queue(
+        uow,
+        account,
+        kind="auto_reload.failing",
+        dedupe_key=f"auto_reload_failing:{charge_id}",
         rendered=rendered,
         now=now,
     )

@@ -3,7 +3,7 @@
 Guard clauses encode what others paid for (DESIGN.md §7, lago's threshold top-up):
 - one reload in flight per account (a partial unique index; counted under the row lock);
 - one charge lands the balance above the threshold: n x amount, smallest n >= 1;
-- back-off after a decline; caps per day and per month.
+- back-off after a decline or a reload exhausted by soft failures; caps per day and month.
 A chunk of accounts is planned in one transaction (`plan_chunk`); one account's plan is a
 `Plan`: skip, send an existing charge again, or insert a new charge row.
 """
@@ -32,6 +32,10 @@ from worker.ledger.models import Account
 from worker.outbox import events
 from worker.payment_methods.models import PaymentMethod
 from worker.psp.base import ChargeRequest
+
+# The code of a soft-failed reload closed because settings or the balance changed before its
+# retry: our decision, so the failure policy does not count it.
+SUPERSEDED = "superseded"
 
 
 def reload_amount(balance: Decimal, threshold: Decimal, amount: Decimal) -> Decimal:
@@ -222,6 +226,7 @@ def plan_account(
         return skip(account, "above_threshold")
     if account.status == "suspended" and account.suspension_reason == "admin":
         return skip(account, "suspended_by_operator")
+    # Both back-offs (hard decline, soft failures used up) live in this one column.
     if account.auto_reload_backoff_until and account.auto_reload_backoff_until > now:
         return skip(account, "backoff", until=isoformat(account.auto_reload_backoff_until))
     if account.auto_reload_capped_until and account.auto_reload_capped_until > now:
@@ -242,7 +247,7 @@ def plan_account(
         charges.fail(
             uow,
             charges.lock(session, open_charge.id),
-            "superseded",
+            SUPERSEDED,
             "auto-reload settings or balance changed before the retry",
             now,
         )

@@ -24,7 +24,9 @@ def due_query(as_of: datetime) -> Any:
     """Due accounts in one index-backed query (the partial index ix_accounts_auto_reload_due).
 
     A depleted account is the main case for a reload and is never skipped; only an
-    operator's suspension stops automatic charging.
+    operator's suspension stops automatic charging. `auto_reload_backoff_until` holds both
+    back-offs (after a hard decline, and after a reload exhausted by soft failures: see
+    worker/auto_reload/policy.py), so an account backing off is never due.
     """
     in_flight = exists().where(
         Charge.account_id == Account.id,

@@ -452,6 +452,23 @@ def view_extras(session: Session, charge: Charge) -> dict[str, Any]:
     return merged
 
 
+class CloseHook(Protocol):
+    def __call__(self, uow: UnitOfWork, charge: Charge, was: str, now: datetime) -> None: ...
+
+
+# `fail` closes a charge on our side, with no PSP answer saying so (soft retries used up, no
+# record at the PSP after the lease, settings changed before a retry): auto-reload's policy
+# counts the reloads that end this way, so that no such path repeats for ever unseen.
+REQUIRED_CLOSE_HOOKS = ("auto_reload",)
+_close_hooks: dict[str, CloseHook] = {}
+
+
+def install_close_hook(name: str, hook: CloseHook) -> None:
+    """Register (or replace) the close hook `name`: run by `fail`, in its transaction, after
+    the charge is `failed` (its `decline_code` says why; `was`: its status before)."""
+    _close_hooks[name] = hook
+
+
 def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) -> Charge:
     """Record a PSP answer under the charge's row lock; a resolved charge is left alone.
 
@@ -549,6 +566,14 @@ def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) 
 
 
 def fail(uow: UnitOfWork, charge: Charge, code: str, text: str, now: datetime) -> None:
+    """Close `charge` as `failed` on our side (`code`, `text`: why), with its event, then
+    run the close hooks. The caller holds the charge's row lock."""
+    missing = [name for name in REQUIRED_CLOSE_HOOKS if name not in _close_hooks]
+    if missing:
+        raise RuntimeError(
+            f"charge close hooks not installed: {', '.join(missing)} (import worker.wiring)"
+        )
+    was = charge.status
     move(charge, "failed", now)
     charge.decline_code, charge.decline_text = code, text
     events.record(
@@ -566,3 +591,5 @@ def fail(uow: UnitOfWork, charge: Charge, code: str, text: str, now: datetime) -
         },
         now,
     )
+    for hook in list(_close_hooks.values()):
+        hook(uow, charge, was, now)

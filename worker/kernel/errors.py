@@ -89,3 +89,11 @@ class InstanceRunning(DomainError):
     """Another `balancectl run` holds this BALANCE_HOME."""
 
     code = "instance_running"
+
+
+class NeverRuns(ValidationError):
+    """A well-formed setting that could never take effect: every execution would be skipped
+    or refused (an auto-reload amount above the monthly cap, a threshold no reload can
+    clear, an alert that could only fire after the account is suspended)."""
+
+    code = "never_runs"

@@ -105,6 +105,10 @@ class Account(Base):
     auto_reload_backoff_until: Mapped[datetime | None]
     auto_reload_declines: Mapped[int] = mapped_column(default=0)
     auto_reload_capped_until: Mapped[datetime | None]
+    # Reload charges exhausted by soft failures (PSP unavailable) in a row, and when that
+    # streak was reported to the customer (once per streak; a success ends both).
+    auto_reload_soft_failures: Mapped[int] = mapped_column(default=0)
+    auto_reload_failing_at: Mapped[datetime | None]
     alerts_enabled: Mapped[bool] = mapped_column(default=False)
     alert_threshold: Mapped[Decimal | None]
     # One alert per crossing: `armed` -> `sent` when it fires; armed again once the balance

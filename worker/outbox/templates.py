@@ -183,6 +183,39 @@ def render_auto_reload_disabled(
     )
 
 
+def render_auto_reload_failing(
+    *,
+    locale: str,
+    account_name: str,
+    account_id: str,
+    balance: Decimal,
+    currency: str,
+    reload_amount: Decimal,
+    failures: int,
+    reason: str,
+    next_attempt_at: datetime,
+    occurred_at: datetime,
+    display_currency: str,
+    usd_rate: Decimal | None,
+    top_up_url: str | None,
+) -> RenderedMail:
+    """`failures` reload charges in a row could not be processed (the PSP was unavailable):
+    auto-reload stays on and tries again from `next_attempt_at`, less often each time."""
+    if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
+        raise ValueError(f"failures must be a positive int, not {failures!r}")
+    mail = _Mail(locale, account_name, account_id, currency, display_currency, usd_rate)
+    return mail.render(
+        "auto_reload_failing",
+        balance=mail.money(balance),
+        reload_amount=mail.money(reload_amount),
+        failures=failures,
+        reason=one_line(reason),
+        next_attempt_at=format_moment(next_attempt_at, mail.locale),
+        occurred_at=format_moment(occurred_at, mail.locale),
+        top_up_url=_url(top_up_url),
+    )
+
+
 def one_line(text: str) -> str:
     """`text` on one line: control characters and line separators become single spaces.
 
