@@ -40,6 +40,7 @@ TASK_MODULES = [
     "worker.auto_reload.tasks",
     "worker.alerts.tasks",
     "worker.settlement.tasks",
+    "worker.numbers.tasks",
     "worker.wiring",  # the charge engine's outcome hooks
 ]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from worker.charges.models import Charge
 from worker.db.base import Base
 from worker.ledger.models import Account, LedgerAccount, LedgerTransaction, Posting
+from worker.numbers.models import Number
 from worker.outbox.models import Event, Mail
 from worker.payment_methods.models import PaymentMethod
 
@@ -17,6 +18,7 @@ __all__ = [
     "LedgerAccount",
     "LedgerTransaction",
     "Mail",
+    "Number",
     "PaymentMethod",
     "Posting",
 ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from worker.auto_reload import policy
 from worker.charges import engine
+from worker.ledger import hooks as ledger_hooks
+from worker.numbers import hooks as numbers
 from worker.settlement import service as settlement
 
 
@@ -18,6 +20,9 @@ def install() -> None:
     """Install every outcome hook (idempotent)."""
     engine.install_hook("settlement", settlement.on_charge_outcome)
     engine.install_hook("auto_reload", policy.after_outcome)
+    # Virtual numbers react to balance changes: a credit retries fees, a depletion suspends.
+    ledger_hooks.install_credit_hook("numbers", numbers.on_credit)
+    ledger_hooks.install_depletion_hook("numbers", numbers.on_depletion)
 
 
 install()

@@ -11,6 +11,7 @@ from worker.cli import (  # noqa: F401  (each registers its commands)
     alerts,
     auto_reload,
     ledger,
+    numbers,
     ops,
     payments,
     settlement,

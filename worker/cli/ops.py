@@ -58,13 +58,15 @@ def job_registry() -> dict[str, tuple[str, bool]]:
         "auto-reload": (task_names.AUTO_RELOAD_SWEEP, True),
         "alerts": (task_names.ALERTS_SCAN, True),
         "settlement": (task_names.SETTLEMENT_ROLL_FORWARD, True),
+        "fees": (task_names.FEES_COLLECT, True),
     }
 
 
 @jobs_app.command("run")
 def jobsrun_action(
     job: Annotated[
-        str, typer.Argument(help="auto-reload, alerts, settlement, sync, events, mail or audit")
+        str,
+        typer.Argument(help="auto-reload, alerts, settlement, fees, sync, events, mail or audit"),
     ],
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO-8601 with offset.")] = None,
     as_json: JsonFlag = False,

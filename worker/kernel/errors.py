@@ -63,3 +63,13 @@ class PaymentMethodRefused(DomainError):
 
 class PaymentMethodInUse(DomainError):
     code = "payment_method_in_use"
+
+
+class AccountSuspended(DomainError):
+    code = "account_suspended"
+
+
+class NumberUnavailable(DomainError):
+    """The MSISDN is held by an account (a number belongs to one account at a time)."""
+
+    code = "number_unavailable"

@@ -50,6 +50,7 @@ class AlertState(StrEnum):
 # The alert scan's partial indexes (armed and below: fire; sent and recovered: re-arm).
 _ALERT_DUE = f"alerts_enabled AND alert_state = '{AlertState.ARMED}' AND balance < alert_threshold"
 _ALERT_REARM = f"alert_state = '{AlertState.SENT}' AND balance >= alert_threshold"
+_FEE_LOOKAHEAD = "auto_reload_enabled AND next_fee_at IS NOT NULL"
 
 
 class Account(Base):
@@ -76,6 +77,13 @@ class Account(Base):
             "id",
             postgresql_where=text(_ALERT_REARM),
             sqlite_where=text(_ALERT_REARM),
+        ),
+        # The auto-reload look-ahead (worker/numbers/lookahead.py): accounts with a fee due soon.
+        Index(
+            "ix_accounts_fee_lookahead",
+            "next_fee_at",
+            postgresql_where=text(_FEE_LOOKAHEAD),
+            sqlite_where=text(_FEE_LOOKAHEAD),
         ),
         CheckConstraint(sql_in("status", AccountStatus), name="ck_accounts_status"),
         CheckConstraint(sql_in("alert_state", AlertState), name="ck_accounts_alert_state"),
@@ -110,6 +118,11 @@ class Account(Base):
     # is back at or above the threshold (by the credit that lifts it, or by the scan).
     alert_state: Mapped[str] = mapped_column(String(8), default="armed", server_default="armed")
     alert_sent_at: Mapped[datetime | None]
+    # Virtual numbers (worker/numbers): the earliest renewal among the account's numbers
+    # that are not cancelled, None without any. Kept by that package under this row's lock;
+    # read by the credit hook (no query for an account without numbers) and the
+    # auto-reload look-ahead (ix_accounts_fee_lookahead).
+    next_fee_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
