@@ -203,9 +203,8 @@ def test_a_number_belongs_to_one_account_at_a_time() -> None:
     assert cancelled["status"] == "cancelled" and cancelled["next_renewal"] is None
     assert _account_row(first).next_fee_at is None
     assert _rent(second)["account_id"] == second  # free again once cancelled
-    with pytest.raises(NotFound):
-        with unit_of_work() as uow:
-            numbers.cancel(uow, number_id="num_nope", now=T0)
+    with pytest.raises(NotFound), unit_of_work() as uow:
+        numbers.cancel(uow, number_id="num_nope", now=T0)
 
 
 def test_two_accounts_renting_the_same_number_at_once_one_wins() -> None:

@@ -68,7 +68,8 @@ def test_concurrent_runs_pay_once_and_a_credit_pays_the_failed_fee_within_second
     fleet: Fleet,
 ) -> None:
     anchor = now() - timedelta(days=31)  # renewal = anchor + 1 month: 0-3 days ago
-    paying = [_rented(i, "50", anchor) for i in range(PAYING)]
+    for i in range(PAYING):
+        _rented(i, "50", anchor)
     poor, poor_number = _rented(99, "7", anchor)  # 2 left after the first month
     assert len(_fees()) == PAYING + 1
 
