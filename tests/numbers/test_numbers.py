@@ -423,3 +423,20 @@ def test_accounts_without_numbers_pay_nothing_on_the_debit_and_credit_path() -> 
     finally:
         event.remove(engine, "before_cursor_execute", seen)
     assert statements and not [s for s in statements if "numbers" in s]
+
+
+def test_a_run_past_its_time_budget_hands_the_rest_on(env: pytest.MonkeyPatch) -> None:
+    env.setenv("FEES_BATCH_SIZE", "2")
+    reset_settings()
+    ids = [_account("20") for _ in range(5)]
+    for i, account_id in enumerate(ids):
+        _rent(account_id, msisdn=f"+4474001231{i:02d}", fee="2")
+    as_of = datetime(2026, 3, 1, tzinfo=UTC)
+    ticks = iter([0.0, 0.0, 5.0, 11.0])  # start, batch 1, batch 2, batch 3: over budget
+    sent: list[tuple[str, dict[str, Any]]] = []
+    with unit_of_work(dispatch=lambda name, args, kwargs: sent.append((name, kwargs))) as uow:
+        first = fees.collect(uow, as_of, budget_seconds=10, monotonic=lambda: next(ticks))
+    assert (first["paid"], first["handed_on"]) == (4, True)
+    assert (task_names.FEES_COLLECT, {"as_of": as_of.isoformat()}) in sent
+    rest = _collect(as_of)  # what the handed-on message runs
+    assert (rest["accounts"], rest["paid"], rest["handed_on"]) == (1, 1, False)

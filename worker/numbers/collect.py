@@ -24,7 +24,9 @@ Per number, under its account's lock:
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,6 +35,7 @@ from sqlalchemy.exc import OperationalError
 
 from config import get_settings
 from worker.db.session import UnitOfWork
+from worker.kernel import task_names
 from worker.kernel.clock import isoformat
 from worker.ledger import service as ledger
 from worker.ledger.models import Account
@@ -121,13 +124,22 @@ def settle(uow: UnitOfWork, account: Account, live: list[Number], as_of: datetim
     return counts
 
 
-def collect(uow: UnitOfWork, as_of: datetime) -> dict[str, Any]:
+def collect(
+    uow: UnitOfWork,
+    as_of: datetime,
+    *,
+    budget_seconds: float | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
     """Settle every account with something due as of `as_of`; safe to run twice, late, or
     concurrently. Returns `due, paid, failed, cancelled` (numbers) and more counts.
 
     A batch that fails (anything but a lost connection, which the task retries) is rolled
     back and its accounts settled one at a time, so one bad account never holds up the rest;
-    each failure is logged and counted in `errors`."""
+    each failure is logged and counted in `errors`. After `budget_seconds` (the task passes
+    half its soft time limit) the run stops between batches and hands the rest on: the same
+    job, same `as_of`, enqueued after commit (`handed_on`), which selects what is still due."""
+    started = monotonic()
     settings = get_settings()
     cutoff = as_of - timedelta(seconds=settings.number_cancel_after_depletion_seconds)
     ids = list(uow.session.scalars(due_query(as_of, cutoff)))
@@ -135,7 +147,12 @@ def collect(uow: UnitOfWork, as_of: datetime) -> dict[str, Any]:
     totals: Counter[str] = Counter()
     busy: list[str] = []
     size = settings.fees_batch_size
+    handed_on = False
     for start in range(0, len(ids), size):
+        if budget_seconds is not None and monotonic() - started > budget_seconds:
+            uow.enqueue(task_names.FEES_COLLECT, as_of=isoformat(as_of))
+            handed_on = True
+            break
         chunk = ids[start : start + size]
         try:
             locked = _lock_batch(uow, chunk)
@@ -166,6 +183,7 @@ def collect(uow: UnitOfWork, as_of: datetime) -> dict[str, Any]:
             totals["errors"] += 1
     result: dict[str, Any] = {"as_of": isoformat(as_of), "accounts": len(ids)}
     result.update({name: totals[name] for name in (*COUNTS, "errors")})
+    result["handed_on"] = handed_on
     log.info("fees as of %s: %s", isoformat(as_of), result)
     return result
 
