@@ -440,3 +440,44 @@ def test_a_run_past_its_time_budget_hands_the_rest_on(env: pytest.MonkeyPatch) -
     assert (task_names.FEES_COLLECT, {"as_of": as_of.isoformat()}) in sent
     rest = _collect(as_of)  # what the handed-on message runs
     assert (rest["accounts"], rest["paid"], rest["handed_on"]) == (1, 1, False)
+
+
+@pytest.mark.parametrize(
+    ("locale", "failed_subject", "cancelled_subject"),
+    [
+        ("en", "Payment failed", "Virtual numbers cancelled"),
+        ("ja", "お支払い失敗", "キャンセルしました"),
+        ("zh", "付款失败", "已取消"),
+    ],
+)
+def test_failure_and_cancellation_mails_reach_the_smtp_server_in_the_locale(
+    env: pytest.MonkeyPatch, locale: str, failed_subject: str, cancelled_subject: str
+) -> None:
+    from config import get_settings
+    from tests.smtp_server import HOST, Recorder, running
+    from worker.outbox import mail
+
+    server = Recorder()
+    with running(server) as port:
+        for name, value in (("SMTP_HOST", HOST), ("SMTP_PORT", str(port))):
+            env.setenv(name, value)
+        env.setenv("SMTP_TIMEOUT_SECONDS", "5")
+        reset_settings()
+        account_id = _account("6", locale=locale)
+        _rent(account_id, fee="5")
+        due = datetime(2026, 2, 28, 10, tzinfo=UTC)
+        _collect(due)  # fails: 1 left
+        _collect(due + timedelta(days=3))  # past the grace days: cancelled
+        settings = get_settings()
+        with unit_of_work() as uow:
+            sent = mail.send_pending(
+                uow, mail.transport_for(settings), settings, due + timedelta(days=4)
+            )
+        assert sent["sent"] == 2
+    subjects = sorted(str(r.message["Subject"]) for r in server.received)
+    assert any(failed_subject in s for s in subjects), subjects
+    assert any(cancelled_subject in s for s in subjects), subjects
+    for received in server.received:
+        assert received.rcpt_tos == ["ops@example.com"]
+        body = received.message.get_body(preferencelist=("plain",))
+        assert body is not None and UK in body.get_content()
