@@ -242,6 +242,14 @@ class Settings(BaseSettings):
     )
     invoice_timezone: str = Field(default="UTC", alias="INVOICE_TIMEZONE")
     invoice_interval_seconds: int = Field(default=900, alias="INVOICE_INTERVAL", ge=10)
+    # Virtual numbers: days an unpaid renewal is kept before the number is cancelled, and
+    # seconds an account may stay depleted before its (suspended) numbers are cancelled.
+    number_grace_days: int = Field(default=3, alias="NUMBER_GRACE_DAYS", ge=0, le=90)
+    number_cancel_after_depletion_seconds: int = Field(
+        default=259200, alias="NUMBER_CANCEL_AFTER_DEPLETION", ge=0, le=90 * 86400
+    )
+    fees_collect_interval_seconds: int = Field(default=3600, alias="FEES_COLLECT_INTERVAL", ge=60)
+    fees_batch_size: int = Field(default=100, alias="FEES_BATCH_SIZE", ge=1, le=10_000)
 
     @field_validator("broker_url", "result_backend")
     @classmethod

@@ -43,6 +43,7 @@ TASK_MODULES = [
     "worker.settlement.tasks",
     "worker.invoices.tasks",
     "worker.bank.tasks",
+    "worker.numbers.tasks",
     "worker.wiring",  # the charge engine's outcome hooks
 ]
 

@@ -8,6 +8,7 @@ from worker.charges.models import Charge
 from worker.db.base import Base
 from worker.invoices.models import Invoice, InvoiceCounter
 from worker.ledger.models import Account, LedgerAccount, LedgerTransaction, Posting
+from worker.numbers.models import Number
 from worker.outbox.models import Event, Mail
 from worker.payment_methods.models import PaymentMethod
 
@@ -22,6 +23,7 @@ __all__ = [
     "LedgerAccount",
     "LedgerTransaction",
     "Mail",
+    "Number",
     "PaymentMethod",
     "Posting",
 ]

@@ -46,6 +46,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": task_names.PAYMENTS_SYNC_PENDING,
             **every(settings.payment_sync_interval_seconds),
         },
+        "fees-collect": {
+            "task": task_names.FEES_COLLECT,
+            **every(settings.fees_collect_interval_seconds),
+        },
         "ledger-audit": {
             "task": task_names.LEDGER_AUDIT,
             "schedule": crontab(minute=17),

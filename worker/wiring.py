@@ -15,6 +15,8 @@ from worker.bank import service as bank
 from worker.charges import engine
 from worker.invoices import pdf as invoice_pdf
 from worker.invoices import service as invoices
+from worker.ledger import hooks as ledger_hooks
+from worker.numbers import hooks as numbers
 from worker.outbox import mail
 from worker.settlement import service as settlement
 
@@ -30,6 +32,9 @@ def install() -> None:
     engine.install_view_extra("invoices", invoices.charge_extras)
     mail.install_attachment_renderer("invoice_pdf", invoice_pdf.attachment)
     engine.install_close_hook("auto_reload", policy.after_close)
+    # Virtual numbers react to balance changes: a credit retries fees, a depletion suspends.
+    ledger_hooks.install_credit_hook("numbers", numbers.on_credit)
+    ledger_hooks.install_depletion_hook("numbers", numbers.on_depletion)
 
 
 install()

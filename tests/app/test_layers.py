@@ -38,3 +38,12 @@ def test_the_contracts_hold_and_a_rule_that_imports_celery_breaks_them(tmp_path:
     upward = _lint(tmp_path)
     assert upward.returncode != 0  # the ledger sits below auto-reload
     assert "worker.ledger is not allowed to import worker.auto_reload" in upward.stdout
+
+    # Virtual numbers sit above the ledger (it reaches them through hooks) and below
+    # auto-reload (whose sweep reads their look-ahead): the ledger may not import them.
+    rules.write_text(
+        rules.read_text().replace("import worker.auto_reload.plan", "import worker.numbers.hooks")
+    )
+    to_numbers = _lint(tmp_path)
+    assert to_numbers.returncode != 0
+    assert "worker.ledger is not allowed to import worker.numbers" in to_numbers.stdout

@@ -18,6 +18,7 @@ EXPECTED = {
     "payments-sync": ("balance.payments.sync_pending", 60),
     "alerts-scan": ("balance.alerts.scan", 3600),
     "settlement-roll-forward": ("balance.settlement.roll_forward", 900),
+    "fees-collect": ("balance.fees.collect", 3600),
 }
 
 

@@ -29,6 +29,7 @@ from worker.kernel.clock import isoformat
 from worker.kernel.errors import NotFound
 from worker.kernel.money import format_amount
 from worker.ledger.models import Account
+from worker.numbers import lookahead  # issue 15: fees due soon count against the balance
 from worker.outbox import events
 from worker.payment_methods.models import PaymentMethod
 from worker.psp.base import ChargeRequest
@@ -36,6 +37,7 @@ from worker.psp.base import ChargeRequest
 # The code of a soft-failed reload closed because settings or the balance changed before its
 # retry: our decision, so the failure policy does not count it.
 SUPERSEDED = "superseded"
+ZERO = Decimal(0)
 
 
 def reload_amount(balance: Decimal, threshold: Decimal, amount: Decimal) -> Decimal:
@@ -213,16 +215,19 @@ def plan_account(
     now: datetime,
     so_far: SoFar,
     methods: dict[str, PaymentMethod],
+    fees_due: Decimal = Decimal(0),
 ) -> Plan:
     """Every guard for one account, under its row lock: a skip, a charge to send again (a
     soft failure whose retry is due), or a new charge row for the chunk to insert.
 
-    `so_far` and `methods` were read for the whole chunk after its locks were granted."""
+    `so_far`, `methods` and `fees_due` (issue 15: the number fees due by the next sweep,
+    worker/numbers/lookahead.py) were read for the whole chunk after its locks were granted."""
     session = uow.session
     if not account.auto_reload_enabled:
         return skip(account, "disabled")
     threshold, amount = account.auto_reload_threshold, account.auto_reload_amount
-    if threshold is None or amount is None or account.balance >= threshold:
+    balance = account.balance - fees_due  # issue 15: what is left once due fees are paid
+    if threshold is None or amount is None or balance >= threshold:
         return skip(account, "above_threshold")
     if account.status == "suspended" and account.suspension_reason == "admin":
         return skip(account, "suspended_by_operator")
@@ -239,7 +244,7 @@ def plan_account(
         and open_charge.status == "not_attempted"
         and (
             open_charge.payment_method_id != account.auto_reload_method_id
-            or open_charge.amount != reload_amount(account.balance, threshold, amount)
+            or open_charge.amount != reload_amount(balance, threshold, amount)
         )
     ):
         # Settings or balance changed since the soft failure: never retry the old card or
@@ -277,7 +282,7 @@ def plan_account(
             uow, "auto_reload.disabled", account.id, {"reason": "payment_method_missing"}, now
         )
         return skip(account, "payment_method_missing")
-    total = reload_amount(account.balance, threshold, amount)
+    total = reload_amount(balance, threshold, amount)
     if so_far.today >= settings.auto_reload_max_per_day:
         return _capped(
             uow,
@@ -324,13 +329,19 @@ def plan_chunk(
     so_far = reloads_so_far(session, [a.id for a in locked], now)
     wanted = sorted({a.auto_reload_method_id for a in locked if a.auto_reload_method_id})
     methods = {m.id: m for m in session.scalars(_METHODS, {"ids": wanted})} if wanted else {}
+    # Issue 15: fees due by the next sweep, for the accounts that have any (one statement).
+    horizon = now + timedelta(seconds=get_settings().auto_reload_interval_seconds)
+    with_fees = [a.id for a in locked if a.next_fee_at is not None and a.next_fee_at <= horizon]
+    fees = lookahead.fees_due(session, with_fees, horizon)
     outcomes: dict[str, dict[str, Any] | Exception] = {
         i: NotFound("account_id", f"no account {i[:60]!r}") for i in ids
     }
     sends: list[Planned] = []
     new: list[NewCharge] = []
     for account in locked:
-        step = plan_account(uow, account, now, so_far.get(account.id, SoFar()), methods)
+        step = plan_account(
+            uow, account, now, so_far.get(account.id, SoFar()), methods, fees.get(account.id, ZERO)
+        )
         if isinstance(step, Planned):
             sends.append(step)
         elif isinstance(step, NewCharge):

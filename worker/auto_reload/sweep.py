@@ -4,7 +4,7 @@ index-backed query and enqueue their reloads, a batch to a message, after commit
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, or_, select
@@ -16,8 +16,14 @@ from worker.db.session import UnitOfWork
 from worker.kernel import task_names
 from worker.kernel.clock import isoformat
 from worker.ledger.models import Account
+from worker.numbers import lookahead  # issue 15: fees due soon count against the balance
 
 log = logging.getLogger(__name__)
+
+
+def fees_horizon(as_of: datetime) -> datetime:
+    """Issue 15: fees due by the next sweep are reloaded for now (numbers' look-ahead)."""
+    return as_of + timedelta(seconds=get_settings().auto_reload_interval_seconds)
 
 
 def due_query(as_of: datetime) -> Any:
@@ -38,7 +44,10 @@ def due_query(as_of: datetime) -> Any:
     )
     return select(Account.id).where(
         Account.auto_reload_enabled,
-        Account.balance < Account.auto_reload_threshold,
+        or_(  # issue 15: or short once the fees due within the next interval are paid
+            Account.balance < Account.auto_reload_threshold,
+            lookahead.short_of_fees(fees_horizon(as_of)),
+        ),
         or_(Account.suspension_reason.is_(None), Account.suspension_reason != "admin"),
         or_(
             Account.auto_reload_backoff_until.is_(None), Account.auto_reload_backoff_until <= as_of

@@ -14,6 +14,7 @@ from worker.cli import (  # noqa: F401  (each registers its commands)
     info,
     invoices,
     ledger,
+    numbers,
     ops,
     payments,
     settlement,

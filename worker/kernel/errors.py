@@ -97,3 +97,13 @@ class NeverRuns(ValidationError):
     clear, an alert that could only fire after the account is suspended)."""
 
     code = "never_runs"
+
+
+class AccountSuspended(DomainError):
+    code = "account_suspended"
+
+
+class NumberUnavailable(DomainError):
+    """The MSISDN is held by an account (a number belongs to one account at a time)."""
+
+    code = "number_unavailable"

@@ -50,6 +50,7 @@ class AlertState(StrEnum):
 # The alert scan's partial indexes (armed and below: fire; sent and recovered: re-arm).
 _ALERT_DUE = f"alerts_enabled AND alert_state = '{AlertState.ARMED}' AND balance < alert_threshold"
 _ALERT_REARM = f"alert_state = '{AlertState.SENT}' AND balance >= alert_threshold"
+_FEE_LOOKAHEAD = "auto_reload_enabled AND next_fee_at IS NOT NULL"
 
 
 class Account(Base):
@@ -78,6 +79,13 @@ class Account(Base):
             sqlite_where=text(_ALERT_REARM),
         ),
         Index("uq_accounts_bank_reference", "bank_reference", unique=True),
+        # The auto-reload look-ahead (worker/numbers/lookahead.py): accounts with a fee due soon.
+        Index(
+            "ix_accounts_fee_lookahead",
+            "next_fee_at",
+            postgresql_where=text(_FEE_LOOKAHEAD),
+            sqlite_where=text(_FEE_LOOKAHEAD),
+        ),
         CheckConstraint(sql_in("status", AccountStatus), name="ck_accounts_status"),
         CheckConstraint(sql_in("alert_state", AlertState), name="ck_accounts_alert_state"),
         CheckConstraint(
@@ -123,6 +131,11 @@ class Account(Base):
     finance_email: Mapped[str | None] = mapped_column(String(254))
     bank_reference: Mapped[str | None] = mapped_column(String(35))
     unapplied: Mapped[Decimal] = mapped_column(default=Decimal("0"), server_default="0")
+    # Virtual numbers (worker/numbers): the earliest renewal among the account's numbers
+    # that are not cancelled, None without any. Kept by that package under this row's lock;
+    # read by the credit hook (no query for an account without numbers) and the
+    # auto-reload look-ahead (ix_accounts_fee_lookahead).
+    next_fee_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -104,9 +104,18 @@ def queue(
 
 
 def depleted(
-    uow: UnitOfWork, account: Account, *, transaction_id: str, floor: Decimal, now: datetime
+    uow: UnitOfWork,
+    account: Account,
+    *,
+    transaction_id: str,
+    floor: Decimal,
+    now: datetime,
+    **extra: Any,
 ) -> Mail | None:
-    """Once per depletion: keyed by the transaction that depleted the account."""
+    """Once per depletion: keyed by the transaction that depleted the account.
+
+    `extra`: fields the depletion hooks add (worker/ledger/hooks.py), e.g. `numbers` and
+    `numbers_cancel_at` from the virtual numbers' hook."""
     rendered = render(
         account,
         "account.depleted",
@@ -114,6 +123,7 @@ def depleted(
             **about(account),
             floor=floor,
             occurred_at=now,
+            **extra,
         ),
     )
     return queue(

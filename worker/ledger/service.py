@@ -23,7 +23,7 @@ from worker.kernel import task_names, validation
 from worker.kernel.clock import isoformat
 from worker.kernel.errors import NotFound, ValidationError
 from worker.kernel.money import MAX_AMOUNT, format_amount
-from worker.ledger import notices
+from worker.ledger import hooks, notices
 from worker.ledger.models import Account, LedgerAccount, LedgerTransaction, Posting
 from worker.ledger.queries import (  # the ledger's read side, re-exported: one facade
     audit as audit,
@@ -193,6 +193,8 @@ def post(
     account.updated_at = now
     _apply_depletion_rule(uow, account, txn, now)
     _rearm_alert(account, txn)
+    if amount > 0:
+        hooks.after_credit(uow, account, txn, now)  # numbers: retry fees, restore (wiring.py)
     return txn
 
 
@@ -348,7 +350,8 @@ def _apply_depletion_rule(
         account.status = "suspended"
         account.suspension_reason = "depleted"
         events.record(uow, "account.depleted", account.id, data, now)
-        notices.depleted(uow, account, transaction_id=txn.id, floor=floor, now=now)
+        extra = hooks.after_depletion(uow, account, txn, now)  # numbers: suspend (wiring.py)
+        notices.depleted(uow, account, transaction_id=txn.id, floor=floor, now=now, **extra)
     elif (
         txn.amount > 0
         and account.balance > floor

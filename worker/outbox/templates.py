@@ -139,10 +139,17 @@ def render_depleted(
     display_currency: str,
     usd_rate: Decimal | None,
     top_up_url: str | None,
+    numbers: int = 0,
+    numbers_cancel_at: datetime | None = None,
 ) -> RenderedMail:
-    """The balance reached zero (or the floor): the API is stopped, numbers at risk."""
+    """The balance reached zero (or the floor): the API is stopped, numbers at risk.
+
+    `numbers`: the account's virtual numbers now suspended, cancelled at `numbers_cancel_at`
+    unless a credit comes first (at `occurred_at` or earlier: cancelled already)."""
     mail = _Mail(locale, account_name, account_id, currency, display_currency, usd_rate)
     _require_decimal("floor", floor)
+    if numbers and numbers_cancel_at is None:
+        raise ValueError("numbers_cancel_at is required when the account has numbers")
     return mail.render(
         "depleted",
         balance=mail.money(balance),
@@ -150,6 +157,13 @@ def render_depleted(
         floor_is_zero=floor.is_zero(),
         occurred_at=format_moment(occurred_at, mail.locale),
         top_up_url=_url(top_up_url),
+        numbers=numbers,
+        numbers_cancelled=bool(numbers)
+        and numbers_cancel_at is not None
+        and numbers_cancel_at <= occurred_at,
+        numbers_cancel_at=(
+            format_moment(numbers_cancel_at, mail.locale) if numbers_cancel_at else None
+        ),
     )
 
 
@@ -212,6 +226,85 @@ def render_auto_reload_failing(
         reason=one_line(reason),
         next_attempt_at=format_moment(next_attempt_at, mail.locale),
         occurred_at=format_moment(occurred_at, mail.locale),
+        top_up_url=_url(top_up_url),
+    )
+
+
+@dataclass(frozen=True)
+class NumberLine:
+    """One virtual number in a numbers mail: the MSISDN (E.164), its monthly fee, and the
+    moment that matters for it (the renewal that failed, or when it was cancelled)."""
+
+    msisdn: str
+    monthly_fee: Decimal
+    moment: datetime
+
+
+def render_fee_payment_failed(
+    *,
+    locale: str,
+    account_name: str,
+    account_id: str,
+    balance: Decimal,
+    currency: str,
+    display_currency: str,
+    usd_rate: Decimal | None,
+    top_up_url: str | None,
+    numbers: list[NumberLine],
+    total: Decimal,
+    cancel_at: datetime,
+) -> RenderedMail:
+    """Monthly number fees could not be paid from the balance (seed 003: pay-with-balance
+    fails with insufficient funds): they are retried as soon as the balance is credited,
+    and the numbers are cancelled at `cancel_at` if still unpaid."""
+    mail = _Mail(locale, account_name, account_id, currency, display_currency, usd_rate)
+    return mail.render(
+        "fee_payment_failed",
+        balance=mail.money(balance),
+        total=mail.money(total),
+        numbers=[
+            {
+                "msisdn": one_line(n.msisdn),
+                "fee": mail.money(n.monthly_fee),
+                "due_at": format_moment(n.moment, mail.locale),
+            }
+            for n in numbers
+        ],
+        cancel_at=format_moment(cancel_at, mail.locale),
+        top_up_url=_url(top_up_url),
+    )
+
+
+def render_numbers_cancelled(
+    *,
+    locale: str,
+    account_name: str,
+    account_id: str,
+    balance: Decimal,
+    currency: str,
+    display_currency: str,
+    usd_rate: Decimal | None,
+    top_up_url: str | None,
+    numbers: list[NumberLine],
+    reason: str,
+) -> RenderedMail:
+    """Virtual numbers were cancelled: `reason` `unpaid` (the renewal stayed unpaid past
+    the grace period) or `depleted` (the account stayed depleted; seeds 000/001)."""
+    if reason not in ("unpaid", "depleted"):
+        raise ValueError(f"reason must be unpaid or depleted, not {reason!r}")
+    mail = _Mail(locale, account_name, account_id, currency, display_currency, usd_rate)
+    return mail.render(
+        "numbers_cancelled",
+        balance=mail.money(balance),
+        reason=reason,
+        numbers=[
+            {
+                "msisdn": one_line(n.msisdn),
+                "fee": mail.money(n.monthly_fee),
+                "cancelled_at": format_moment(n.moment, mail.locale),
+            }
+            for n in numbers
+        ],
         top_up_url=_url(top_up_url),
     )
 
