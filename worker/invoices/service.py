@@ -15,6 +15,8 @@ Timing by method (seed 001, "請求書の作成" / "生成发票"):
 Auto-reload charges are payments too: the hook sees every charge. The charge engine calls
 `on_charge_outcome` (installed by worker/wiring.py) inside the transaction that records
 the outcome, so an invoice exists exactly when its payment's state does.
+Longer than 400 lines on purpose: an invoice's life (pro-forma, final, pending card,
+paid, void) is one state machine over one row, with its numbering, read together.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ Outcomes (Braintree's processor responses, reference/general/processor-responses
   (no transaction: bad token, ...) -> declined with Braintree's error code
 - failed (3000 "Processor Network Unavailable - Try Again") -> not_attempted
 - no connection -> not_attempted; sent but no answer (timeout, 5xx) -> unknown
+Longer than 400 lines on purpose: one PSP is one module (vault, charge with its look-up
+first, refund, settlement status and the response mapping all read the same SDK objects).
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ capture id: refunds and settlement use it), capture PENDING -> pending, capture 
 FAILED, 422 INSTRUMENT_DECLINED / TRANSACTION_REFUSED / ... -> declined, order
 PAYER_ACTION_REQUIRED (or the issue) -> requires_action, 429, 401/403 and no connection ->
 not_attempted, 5xx and timeouts after sending -> unknown.
+Longer than 400 lines on purpose: one PSP is one module (OAuth, vault, order create and
+capture, the look-up by request id, refund and the status mapping share one HTTP client).
 """
 
 from __future__ import annotations
