@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import func, select, update
 
@@ -171,7 +171,17 @@ def undelivered(uow: UnitOfWork, before: datetime) -> int:
     )
 
 
-def scan(uow: UnitOfWork, as_of: datetime) -> dict[str, Any]:
+class ScanResult(TypedDict):
+    """What an alert scan did: alerts fired, re-armed, and fired ones whose mail waits."""
+
+    as_of: str
+    checked: int
+    alerted: int
+    rearmed: int
+    undelivered: int
+
+
+def scan(uow: UnitOfWork, as_of: datetime) -> ScanResult:
     """Fire every armed alert whose balance is below its threshold; re-arm recovered ones.
 
     `checked` counts the accounts the scan acted on (fired or re-armed), found by two

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from worker.alerts import service as alerts
 from worker.celery import app
 from worker.kernel import task_names
@@ -10,5 +8,5 @@ from worker.task_base import DbTask
 
 
 @app.task(name=task_names.ALERTS_SCAN, base=DbTask, bind=True)
-def scan(self: DbTask, as_of: str | None = None) -> dict[str, Any]:
+def scan(self: DbTask, as_of: str | None = None) -> alerts.ScanResult:
     return alerts.scan(self.uow, parse_as_of(as_of))

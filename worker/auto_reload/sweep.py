@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import and_, exists, or_, select
 
@@ -57,7 +57,14 @@ def due_query(as_of: datetime) -> Any:
     )
 
 
-def sweep(uow: UnitOfWork, as_of: datetime) -> dict[str, int]:
+class SweepResult(TypedDict):
+    """Accounts found due, and reloads enqueued for them (the same: one each)."""
+
+    due: int
+    queued: int
+
+
+def sweep(uow: UnitOfWork, as_of: datetime) -> SweepResult:
     """Enqueue one reload per due account, after commit, `AUTO_RELOAD_BATCH_SIZE` accounts
     to a message. Safe to run twice: each reload is guarded under the account's row lock.
 

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 @app.task(name=task_names.AUTO_RELOAD_SWEEP, base=DbTask, bind=True)
-def sweep(self: DbTask, as_of: str | None = None) -> dict[str, Any]:
+def sweep(self: DbTask, as_of: str | None = None) -> sweeps.SweepResult:
     return sweeps.sweep(self.uow, parse_as_of(as_of))
 
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import and_, or_, select, true
 
@@ -189,7 +189,14 @@ def close_abandoned(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> in
     return len(rows)
 
 
-def sync_pending(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> dict[str, int]:
+class SyncResult(TypedDict):
+    """What a janitor run did: charges looked up, and those that reached a final state."""
+
+    checked: int
+    resolved: int
+
+
+def sync_pending(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> SyncResult:
     """The janitor: look up every unresolved charge that is due, one at a time.
 
     Per charge: claim it (short transaction, COMMIT), ask the PSP holding no connection and

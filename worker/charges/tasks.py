@@ -43,5 +43,5 @@ def top_up(
 
 
 @app.task(name=task_names.PAYMENTS_SYNC_PENDING, base=DbTask, bind=True)
-def sync_pending(self: DbTask, as_of: str | None = None) -> dict[str, Any]:
+def sync_pending(self: DbTask, as_of: str | None = None) -> janitor.SyncResult:
     return janitor.sync_pending(self.uow, parse_as_of(as_of))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 
 from worker.db.session import UnitOfWork
 from worker.kernel import validation
@@ -16,6 +16,19 @@ from worker.outbox import events
 KIND = "adjustment"
 
 
+class AdjustResult(TypedDict):
+    """A manual credit or debit as `balance.ledger.adjust` returns it (amounts: strings)."""
+
+    account_id: str
+    amount: str
+    balance: str
+    currency: str
+    transaction_id: str
+    reason: str | None
+    status: str
+    duplicate: bool
+
+
 def adjust(
     uow: UnitOfWork,
     *,
@@ -24,7 +37,7 @@ def adjust(
     reason: object,
     reference: object = None,
     now: datetime,
-) -> dict[str, Any]:
+) -> AdjustResult:
     """Credit (positive) or debit (negative) against the adjustments account; reason required.
 
     `reference` makes a redelivered request a no-op (the task passes its own id).

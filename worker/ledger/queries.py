@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -14,7 +14,7 @@ from worker.kernel.errors import NotFound
 from worker.kernel.money import format_amount
 from worker.ledger.models import Account, LedgerAccount, LedgerTransaction, Posting
 
-__all__ = ["audit", "list_transactions", "system_balances", "transaction_view"]
+__all__ = ["AuditReport", "audit", "list_transactions", "system_balances", "transaction_view"]
 
 
 def system_balances(session: Session, prefix: str) -> dict[tuple[str, str], Decimal]:
@@ -75,7 +75,19 @@ def list_transactions(session: Session, account_id: str, limit: int = 1000) -> l
     return [transaction_view(t, by_txn[t.id]) for t in txns]
 
 
-def audit(session: Session, limit: int = 1000) -> dict[str, Any]:
+class AuditReport(TypedDict):
+    """The ledger's proof: `ok` when every cached balance equals its postings, every
+    transaction sums to zero per currency and none has no postings; offenders listed."""
+
+    ok: bool
+    accounts_checked: int
+    transactions_checked: int
+    mismatches: list[dict[str, str]]
+    unbalanced_transactions: list[dict[str, str]]
+    transactions_without_postings: int
+
+
+def audit(session: Session, limit: int = 1000) -> AuditReport:
     """Prove cached balance == sum of postings per account, and every transaction sums to 0.
 
     All in SQL (no account is loaded into Python); up to `limit` offenders are listed.

@@ -26,8 +26,9 @@ from worker.kernel.money import MAX_AMOUNT, format_amount
 from worker.ledger import hooks, notices
 from worker.ledger.models import Account, LedgerAccount, LedgerTransaction, Posting
 from worker.ledger.queries import (  # the ledger's read side, re-exported: one facade
-    audit as audit,
+    AuditReport as AuditReport,
 )
+from worker.ledger.queries import audit as audit
 from worker.ledger.queries import list_transactions as list_transactions
 from worker.ledger.queries import system_balances as system_balances
 from worker.ledger.queries import transaction_view as transaction_view

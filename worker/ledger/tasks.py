@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from worker.celery import app
 from worker.kernel import task_names
@@ -18,7 +17,7 @@ log = logging.getLogger(__name__)
 @app.task(name=task_names.LEDGER_ADJUST, base=DbTask, bind=True, free_text=("reason",))
 def adjust(
     self: DbTask, account_id: str, amount: str, reason: str, reference: str | None = None
-) -> dict[str, Any]:
+) -> adjustments.AdjustResult:
     # Without a caller reference the message id serves: a redelivery never credits twice.
     ref = reference if reference is not None else (self.request.id and _task_key(self.request.id))
     return adjustments.adjust(
@@ -27,7 +26,7 @@ def adjust(
 
 
 @app.task(name=task_names.LEDGER_AUDIT, base=DbTask, bind=True)
-def audit(self: DbTask) -> dict[str, Any]:
+def audit(self: DbTask) -> ledger.AuditReport:
     report = ledger.audit(self.uow.session)
     if not report["ok"]:
         log.error("ledger audit FAILED: %s", report)

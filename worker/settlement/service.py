@@ -23,7 +23,7 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import case, func, select
@@ -223,7 +223,22 @@ def due_query(as_of: datetime, limit: int) -> Any:
     )
 
 
-def roll_forward(uow: UnitOfWork, as_of: datetime) -> dict[str, Any]:
+class SettledAmount(TypedDict):
+    psp: str
+    currency: str
+    amount: str  # decimal string
+
+
+class RollForwardResult(TypedDict):
+    """What a roll-forward moved: settlements made available, per PSP and currency."""
+
+    as_of: str
+    settled: int
+    rescheduled: int
+    amounts: list[SettledAmount]
+
+
+def roll_forward(uow: UnitOfWork, as_of: datetime) -> RollForwardResult:
     """Settle everything due by `as_of`, one committed batch at a time."""
     batch = get_settings().settlement_batch_size
     rescheduled = reschedule_unscheduled(uow, batch)
