@@ -238,13 +238,18 @@ def _create_session_database(services: Services) -> None:
 
 
 def _claim_redis_db(services: Services) -> None:
-    """Claim a free Redis database number (a key in db 0 marks it) and empty it."""
+    """Claim a free Redis database number (a key in db 0 marks it) and empty it.
+
+    A number some live client is connected to is skipped even when unclaimed: a worker left
+    running by a killed test session would otherwise take this session's tasks and events
+    (a stale relay ending this session's backlog episode, say)."""
     base = services.redis_server_url.rsplit("/", 1)[0]
     control = redis.Redis.from_url(f"{base}/0")
     token = uuid.uuid4().hex
     preferred = int(services.redis_server_url.rsplit("/", 1)[1] or 15)
+    busy = {int(client.get("db", 0)) for client in control.client_list()}
     for number in [preferred, *range(14, 0, -1)]:
-        if number == 0:
+        if number == 0 or number in busy:
             continue
         key = f"balance-worker:test-db-claim:{number}"
         if control.set(key, token, nx=True, ex=4 * 3600):
