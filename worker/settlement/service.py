@@ -37,7 +37,7 @@ from worker.db.session import UnitOfWork
 from worker.kernel.clock import isoformat
 from worker.kernel.money import format_amount
 from worker.ledger import service as ledger
-from worker.ledger.models import Account
+from worker.ledger.models import Account, LedgerAccount, LedgerTransaction, Posting
 from worker.outbox import events
 from worker.settlement import timing
 
@@ -269,6 +269,46 @@ def roll_forward(uow: UnitOfWork, as_of: datetime) -> RollForwardResult:
 
 # --- the report -----------------------------------------------------------------------------
 
+# Issue 14: a PSP pays refunds out of what it holds for us. The refunds domain books each
+# paid refund as a system transaction of this kind onto `psp_available:PSP` (worker/refunds);
+# settlement reads those postings from the ledger (it knows nothing of refunds).
+REFUND_PAID_KIND = "refund_paid"
+
+
+def refunded(session: Session, as_of: datetime) -> dict[tuple[str, str], Decimal]:
+    """Refunds paid out of each PSP's available funds by `as_of`, per (psp, currency)."""
+    rows = session.execute(
+        select(LedgerAccount.code, LedgerAccount.currency, func.sum(Posting.amount))
+        .join(Posting, Posting.ledger_account_id == LedgerAccount.id)
+        .join(LedgerTransaction, LedgerTransaction.id == Posting.transaction_id)
+        .where(
+            LedgerTransaction.kind == REFUND_PAID_KIND,
+            LedgerTransaction.created_at <= as_of,
+            LedgerAccount.code.like(f"{AVAILABLE}:%"),
+        )
+        .group_by(LedgerAccount.code, LedgerAccount.currency)
+    ).all()
+    out: dict[tuple[str, str], Decimal] = {}
+    for code, cur, amount in rows:
+        psp = code.split(":")[1]
+        out[(psp, cur)] = Decimal(amount or 0)
+    return out
+
+
+def available_at(session: Session, psp: str, currency: str, as_of: datetime) -> Decimal:
+    """What `psp` holds for us, available in `currency` as of `as_of`, less refunds paid
+    (negative when refunds took more than was available)."""
+    settled = session.scalar(
+        select(func.coalesce(func.sum(Charge.amount), 0)).where(
+            Charge.psp == psp,
+            Charge.currency == currency,
+            Charge.settlement_status.is_not(None),
+            Charge.completed_at <= as_of,
+            Charge.settles_at <= as_of,
+        )
+    )
+    return Decimal(settled or 0) - refunded(session, as_of).get((psp, currency), Decimal(0))
+
 
 def report(session: Session, as_of: datetime) -> dict[str, Any]:
     """Pending and available per merchant account as of `as_of`, with the reserve and the
@@ -318,19 +358,24 @@ def report(session: Session, as_of: datetime) -> dict[str, Any]:
                 }
             )
     booked = ledger.system_balances(session, "psp_")
+    refunds = refunded(session, as_of)
     figures = {
         (psp, cur): (Decimal(avail), Decimal(pend), int(overdue), int(unscheduled))
         for psp, cur, avail, pend, overdue, unscheduled in rows
     }
-    keys = sorted(set(figures) | {(m.psp, m.currency) for m in merchant_accounts()})
+    keys = sorted(set(figures) | set(refunds) | {(m.psp, m.currency) for m in merchant_accounts()})
     accounts_out = []
     for psp, cur in keys:
         available, pending, overdue, unscheduled = figures.get(
             (psp, cur), (Decimal(0), Decimal(0), 0, 0)
         )
+        # Refunds paid come out of the available funds (issue 14); the reserve is kept
+        # from what is left, and nothing is payable while refunds took it below zero.
+        refunded_here = refunds.get((psp, cur), Decimal(0))
+        available -= refunded_here
         merchant = merchant_for(psp, cur)
         reserve = merchant.minimum_balance
-        reserved = min(available, reserve)
+        reserved = max(min(available, reserve), Decimal(0))
         accounts_out.append(
             {
                 "psp": psp,
@@ -339,9 +384,11 @@ def report(session: Session, as_of: datetime) -> dict[str, Any]:
                 "timezone": merchant.timezone,
                 "pending": format_amount(pending, cur),
                 "available": format_amount(available, cur),
+                "refunded": format_amount(refunded_here, cur),
+                "negative": available < 0,
                 "minimum_balance": format_amount(reserve, cur),
                 "reserved": format_amount(reserved, cur),
-                "payable": format_amount(available - reserved, cur),
+                "payable": format_amount(max(available - reserved, Decimal(0)), cur),
                 "overdue": overdue,
                 "unscheduled": unscheduled,
                 "next": upcoming.get((psp, cur), []),
