@@ -207,3 +207,21 @@ def test_refunding_an_auto_reload_charge_holds_auto_reload_for_a_minute() -> Non
     assert account_id not in due  # not within the minute
     assert account_id in later  # then the ordinary rule applies again
     s.audit_ok()
+
+
+def test_a_card_number_in_the_reason_is_redacted() -> None:
+    from worker.db.session import unit_of_work as uow_
+    from worker.refunds import refund as refunds
+
+    _, charge_id = r.card_account("10.00")
+    with uow_() as uow:
+        done = refunds.refund(
+            uow,
+            charge_id=charge_id,
+            amount="1.00",
+            reason="customer wrote 4111 1111 1111 1111 in the ticket",
+            idempotency_key=f"pan-{uuid.uuid4().hex}",
+        )
+    assert "4111" not in done["reason"] and "[REDACTED]" in done["reason"]
+    [row] = r.rows(charge_id)
+    assert row.reason is not None and "4111" not in row.reason

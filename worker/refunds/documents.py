@@ -17,7 +17,7 @@ from worker.ledger.models import Account
 from worker.outbox import events, mail
 from worker.outbox import templates as mail_templates
 from worker.refunds.models import Refund
-from worker.settlement import service as settlement
+from worker.settlement import paid_out
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def after_paid_out(uow: UnitOfWork, refund: Refund, now: datetime) -> None:
     """Issue 14: a refund larger than what is available at its PSP is allowed, but an
     operator must see it: `settlement.negative` when the PSP's available funds (after
     refunds) are below zero once it is paid."""
-    available = settlement.available_at(uow.session, refund.psp, refund.currency, now)
+    available = paid_out.available_at(uow.session, refund.psp, refund.currency, now)
     if available >= 0:
         return
     events.record(

@@ -52,6 +52,7 @@ from worker.outbox import events
 from worker.psp.base import Outcome, RefundRequest, RefundResult
 from worker.refunds import documents
 from worker.refunds.models import HOLDING, TERMINAL, Refund, RefundStatus
+from worker.settlement import paid_out
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ PAYABLE = "refunds_payable"  # what the platform owes customers whose refund is 
 PAID_FROM = "psp_available"  # a PSP pays a refund out of what it holds for us (seed 004)
 KIND = "refund"  # customer transaction: the balance taken at creation
 KIND_RETURNED = "refund_returned"  # customer transaction: a failed refund's money put back
-KIND_PAID = "refund_paid"  # system transaction: the PSP (or bank) paid it out
+KIND_PAID = paid_out.REFUND_PAID_KIND  # system transaction: the PSP (or bank) paid it out
 BANK_TRANSFER = "bank_transfer"
 # Issue 14: a refund of an auto-reload charge holds auto-reload this long, so the refund
 # that takes the balance under the threshold does not charge the card again at once.
@@ -108,7 +109,8 @@ def result_of(session: Session, refund: Refund) -> dict[str, Any]:
 
 
 def list_for(session: Session, account_id: object) -> list[dict[str, Any]]:
-    """The account's refunds, oldest first. Raises NotFound naming `account_id`."""
+    """The account's refunds, oldest first, each with the balance now. Raises NotFound
+    naming `account_id`."""
     account = accounts.get(session, account_id)
     rows = session.scalars(
         select(Refund).where(Refund.account_id == account.id).order_by(Refund.created_at, Refund.id)
@@ -397,8 +399,3 @@ def fail(uow: UnitOfWork, refund: Refund, code: str, text: str, now: datetime) -
         ),
         now,
     )
-
-
-def left_to_refund(session: Session, charge: Charge) -> Decimal:
-    """What a charge has left to refund (its amount less every refund not failed)."""
-    return charge.amount - refunded_so_far(session, charge.id)

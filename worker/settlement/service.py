@@ -37,9 +37,9 @@ from worker.db.session import UnitOfWork
 from worker.kernel.clock import isoformat
 from worker.kernel.money import format_amount
 from worker.ledger import service as ledger
-from worker.ledger.models import Account, LedgerAccount, LedgerTransaction, Posting
+from worker.ledger.models import Account
 from worker.outbox import events
-from worker.settlement import timing
+from worker.settlement import paid_out, timing
 
 log = logging.getLogger(__name__)
 
@@ -269,46 +269,6 @@ def roll_forward(uow: UnitOfWork, as_of: datetime) -> RollForwardResult:
 
 # --- the report -----------------------------------------------------------------------------
 
-# Issue 14: a PSP pays refunds out of what it holds for us. The refunds domain books each
-# paid refund as a system transaction of this kind onto `psp_available:PSP` (worker/refunds);
-# settlement reads those postings from the ledger (it knows nothing of refunds).
-REFUND_PAID_KIND = "refund_paid"
-
-
-def refunded(session: Session, as_of: datetime) -> dict[tuple[str, str], Decimal]:
-    """Refunds paid out of each PSP's available funds by `as_of`, per (psp, currency)."""
-    rows = session.execute(
-        select(LedgerAccount.code, LedgerAccount.currency, func.sum(Posting.amount))
-        .join(Posting, Posting.ledger_account_id == LedgerAccount.id)
-        .join(LedgerTransaction, LedgerTransaction.id == Posting.transaction_id)
-        .where(
-            LedgerTransaction.kind == REFUND_PAID_KIND,
-            LedgerTransaction.created_at <= as_of,
-            LedgerAccount.code.like(f"{AVAILABLE}:%"),
-        )
-        .group_by(LedgerAccount.code, LedgerAccount.currency)
-    ).all()
-    out: dict[tuple[str, str], Decimal] = {}
-    for code, cur, amount in rows:
-        psp = code.split(":")[1]
-        out[(psp, cur)] = Decimal(amount or 0)
-    return out
-
-
-def available_at(session: Session, psp: str, currency: str, as_of: datetime) -> Decimal:
-    """What `psp` holds for us, available in `currency` as of `as_of`, less refunds paid
-    (negative when refunds took more than was available)."""
-    settled = session.scalar(
-        select(func.coalesce(func.sum(Charge.amount), 0)).where(
-            Charge.psp == psp,
-            Charge.currency == currency,
-            Charge.settlement_status.is_not(None),
-            Charge.completed_at <= as_of,
-            Charge.settles_at <= as_of,
-        )
-    )
-    return Decimal(settled or 0) - refunded(session, as_of).get((psp, currency), Decimal(0))
-
 
 def report(session: Session, as_of: datetime) -> dict[str, Any]:
     """Pending and available per merchant account as of `as_of`, with the reserve and the
@@ -358,7 +318,7 @@ def report(session: Session, as_of: datetime) -> dict[str, Any]:
                 }
             )
     booked = ledger.system_balances(session, "psp_")
-    refunds = refunded(session, as_of)
+    refunds = paid_out.refunded(session, as_of)
     figures = {
         (psp, cur): (Decimal(avail), Decimal(pend), int(overdue), int(unscheduled))
         for psp, cur, avail, pend, overdue, unscheduled in rows
