@@ -91,10 +91,10 @@ def after_paid_out(uow: UnitOfWork, refund: Refund, now: datetime) -> None:
         },
         now,
     )
-    log.warning(
+    log.info(  # the event is the operator's signal; a CLI refund prints nothing extra
         "refund %s took %s %s funds below zero (%s)",
         refund.id,
         refund.psp,
         refund.currency,
-        available,
+        format_amount(available, refund.currency),
     )

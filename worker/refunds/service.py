@@ -226,7 +226,7 @@ def begin(
         raise ValidationError(
             "amount",
             f"at most {format_amount(left, charge.currency)} {charge.currency} is left to "
-            f"refund on charge {charge.id}, got {format_amount(value)}",
+            f"refund on charge {charge.id}, got {format_amount(value, charge.currency)}",
         )
     account = ledger.lock_account(session, charge.account_id)
     if value > account.balance:
