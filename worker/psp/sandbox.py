@@ -301,6 +301,8 @@ class RemoteSide:
                 earlier = conn.execute(
                     _FIND, {"psp": refunds, "key": request.idempotency_key}
                 ).one()
+        if self.latency:  # a slow answer, after the refund was made (as for charges)
+            time.sleep(self.latency)
         result = self._refund_result(earlier)
         if result.outcome is Outcome.SUCCEEDED and self.times_out(request):
             raise TransportError("read timed out after the PSP accepted the refund", sent=True)

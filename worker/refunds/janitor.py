@@ -48,7 +48,9 @@ def claim_next(uow: UnitOfWork, now: datetime, skip: set[str]) -> Claim | None:
         .where(
             Refund.status == RefundStatus.PENDING,
             Refund.next_attempt_at <= now,
-            or_(Refund.lease_until.is_(None), Refund.lease_until <= min(now, real)),
+            # As the charges' janitor: due once the lease is over as of `now`; only failing
+            # one the PSP has no record of waits for the real clock (sync_one).
+            or_(Refund.lease_until.is_(None), Refund.lease_until <= now),
             Refund.id.not_in(skip) if skip else Refund.id.is_not(None),
         )
         .order_by(Refund.next_attempt_at, Refund.id)
