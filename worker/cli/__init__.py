@@ -17,6 +17,7 @@ from worker.cli import (  # noqa: F401  (each registers its commands)
     numbers,
     ops,
     payments,
+    refunds,
     settlement,
 )
 from worker.cli.common import app
