@@ -364,6 +364,10 @@ def _apply_depletion_rule(
         events.record(uow, "account.reactivated", account.id, data, now)
 
 
+# Public for worker/ledger/bulk.py (many debits in one go): the same rule, not a copy.
+apply_depletion_rule = _apply_depletion_rule
+
+
 def reload_if_crossed(uow: UnitOfWork, account: Account, before: Decimal) -> None:
     """The debit that takes the balance below the auto-reload threshold reloads at once
     (after commit, on the urgent queue); already below, the sweep is the safety net."""
