@@ -19,7 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, tuple_, update
+from sqlalchemy import Table, bindparam, insert, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from config import get_settings
@@ -107,6 +107,29 @@ def lock_accounts(session: Session, account_ids: Sequence[str]) -> dict[str, Loc
     }
 
 
+# PostgreSQL: the keys as two arrays joined to the unique index (one index probe per key).
+# `(account_id, reference) IN (...)` becomes an OR chain that the planner answers with every
+# row of each account (a hot account has millions) and plans in time growing with the list.
+_FIND_PG = text(
+    "SELECT t.account_id, t.reference, t.id, t.amount, t.currency, t.balance_after"
+    " FROM unnest(CAST(:accounts AS text[]), CAST(:references AS text[])) AS k(a, r)"
+    " JOIN ledger_transactions t ON t.account_id = k.a AND t.kind = :kind AND t.reference = k.r"
+).columns(
+    _TXNS.c.account_id, _TXNS.c.reference, _TXNS.c.id, _TXNS.c.amount, _TXNS.c.currency,
+    _TXNS.c.balance_after,
+)  # fmt: skip
+# PostgreSQL: every cached balance in one statement.
+_UPDATE_BALANCES_PG = text(
+    "UPDATE accounts SET balance = v.balance, updated_at = :now"
+    " FROM unnest(CAST(:ids AS text[]), CAST(:balances AS numeric[])) AS v(id, balance)"
+    " WHERE accounts.id = v.id"
+)
+
+
+def _postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def find_transactions(
     session: Session, kind: str, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], Any]:
@@ -114,18 +137,31 @@ def find_transactions(
     rows with `id, amount, currency, balance_after`."""
     if not keys:
         return {}
-    stmt = select(
-        _TXNS.c.account_id,
-        _TXNS.c.reference,
-        _TXNS.c.id,
-        _TXNS.c.amount,
-        _TXNS.c.currency,
-        _TXNS.c.balance_after,
-    ).where(
-        _TXNS.c.kind == kind,
-        tuple_(_TXNS.c.account_id, _TXNS.c.reference).in_(sorted(set(keys))),
-    )
-    return {(row.account_id, row.reference): row for row in session.execute(stmt)}
+    unique = sorted(set(keys))
+    if _postgres(session):
+        rows = session.execute(
+            _FIND_PG,
+            {
+                "accounts": [a for a, _ in unique],
+                "references": [r for _, r in unique],
+                "kind": kind,
+            },
+        )
+    else:  # the embedded SQLite: a row-value IN list (it has no arrays)
+        rows = session.execute(
+            select(
+                _TXNS.c.account_id,
+                _TXNS.c.reference,
+                _TXNS.c.id,
+                _TXNS.c.amount,
+                _TXNS.c.currency,
+                _TXNS.c.balance_after,
+            ).where(
+                _TXNS.c.kind == kind,
+                tuple_(_TXNS.c.account_id, _TXNS.c.reference).in_(unique),
+            )
+        )
+    return {(row.account_id, row.reference): row for row in rows}
 
 
 def post_many(
@@ -190,10 +226,16 @@ def post_many(
     connection = session.connection()
     connection.execute(insert(_TXNS), txn_rows)
     connection.execute(insert(_POSTINGS), posting_rows)
-    connection.execute(
-        _UPDATE_BALANCE,
-        [{"b_id": key, "b_balance": value, "b_now": now} for key, value in sorted(final.items())],
-    )
+    ordered = sorted(final.items())
+    if _postgres(session):
+        connection.execute(
+            _UPDATE_BALANCES_PG,
+            {"ids": [k for k, _ in ordered], "balances": [v for _, v in ordered], "now": now},
+        )
+    else:
+        connection.execute(
+            _UPDATE_BALANCE, [{"b_id": k, "b_balance": v, "b_now": now} for k, v in ordered]
+        )
     _apply_rules(uow, locked, debits, now)
 
 
