@@ -123,6 +123,9 @@ class DebitBatcher:
     message per `max_batch` debits or per `max_wait_ms` milliseconds, whichever comes
     first, so a platform debiting a thousand times a second sends a few messages instead
     of a thousand (CONTRACT.md "Batched usage debits"; README "Usage debits in batches").
+    A batch goes only when one of the `max_in_flight` senders is free: while all wait for
+    results, debits keep collecting, so under load messages grow (to `max_batch`) instead
+    of queueing up in the broker.
 
         from celery import Celery
         from worker.client import DebitBatcher
@@ -186,6 +189,7 @@ class DebitBatcher:
         self._held = 0  # collected + in flight: what max_pending bounds
         self._flush_now = False
         self._closed = False
+        self._idle = 0  # sender threads waiting for a batch
         # Own daemon threads, not a ThreadPoolExecutor: the executor refuses work once the
         # interpreter starts shutting down, before atexit runs `close`, and the flush on exit
         # would fail every collected debit. Daemon threads still run during atexit.
@@ -261,27 +265,33 @@ class DebitBatcher:
             return self._held
 
     def _collect(self) -> None:
-        """The collector thread: hands a batch to a sender when it is full, its oldest
-        debit has waited `max_wait_ms`, or on flush/close; exits once closed and empty."""
+        """The collector thread: hands a batch to an idle sender when it is full, its oldest
+        debit has waited `max_wait_ms`, or on flush/close; exits once closed and empty.
+
+        Only to an idle sender: while all `max_in_flight` messages are out, debits keep
+        collecting (up to `max_batch`) instead of queueing as many small messages, so a
+        loaded fleet gets fewer, larger messages and the wait stays about one message's time
+        (the batch size adapts to the load)."""
         while True:
             with self._cond:
                 while True:
-                    if self._buffer and (
-                        len(self._buffer) >= self.max_batch or self._flush_now or self._closed
-                    ):
-                        break
                     if self._closed and not self._buffer:
                         return
-                    if self._buffer:
-                        left = self._oldest + self.max_wait - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._cond.wait(left)
-                    else:
+                    if not self._buffer:
                         self._flush_now = False
                         self._cond.wait()
+                        continue
+                    if not self._idle:
+                        self._cond.wait()  # a sender notifies when it is free again
+                        continue
+                    due = len(self._buffer) >= self.max_batch or self._flush_now or self._closed
+                    left = self._oldest + self.max_wait - time.monotonic()
+                    if due or left <= 0:
+                        break
+                    self._cond.wait(left)
                 batch = self._buffer[: self.max_batch]
                 del self._buffer[: self.max_batch]
+                self._idle -= 1
                 if self._buffer:
                     self._oldest = time.monotonic()  # the rest waited less; close enough
                 else:
@@ -289,7 +299,13 @@ class DebitBatcher:
             self._batches.put(batch)
 
     def _sender(self) -> None:
-        while (batch := self._batches.get()) is not None:
+        while True:
+            with self._cond:
+                self._idle += 1
+                self._cond.notify_all()
+            batch = self._batches.get()
+            if batch is None:
+                return
             self._send(batch)
 
     def _send(self, batch: list[_Item]) -> None:
