@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 USAGE_DEBIT: Final = "balance.usage.debit"
+USAGE_DEBIT_MANY: Final = "balance.usage.debit_many"
 LEDGER_ADJUST: Final = "balance.ledger.adjust"
 LEDGER_AUDIT: Final = "balance.ledger.audit"
 EVENTS_RELAY: Final = "balance.events.relay"
