@@ -1,5 +1,5 @@
-"""`balancectl refund`, `refunds ID` and `refunds details` as operators run them: a real
-process (CONTRACT.md "Refunds"). Few processes: start-up dominates their run time."""
+"""`balancectl refund`, `refunds ID` and `refunds details` through the CLI app (in-process,
+as tests/bank/test_cli.py; the process-level contract is tests/cli/test_cli.py's)."""
 
 from __future__ import annotations
 
@@ -7,52 +7,60 @@ import json
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
-from tests.cli.test_cli import run, run_many
 from tests.invoices import support as s
 from tests.refunds import support as r
+from worker.cli import app
 
 pytestmark = pytest.mark.integration
 
+runner = CliRunner()
 
-def _ok(*args: str) -> Any:
-    done = run(*args, "--json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+
+def run(*args: str, code: int = 0) -> Any:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == code, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_refund_list_refusals_and_bank_details() -> None:
     account_id, charge_id = r.card_account("30.00")
+    first = run("refund", charge_id, "10.00", "--reason", "goodwill", "--idempotency-key", "cli-1")
+    assert {k: first[k] for k in ("charge_id", "amount", "currency", "status", "balance")} == {
+        "charge_id": charge_id,
+        "amount": "10.00",
+        "currency": "EUR",
+        "status": "succeeded",
+        "balance": "20.00",
+    }
+    assert run("refund", charge_id, "10.00", "--idempotency-key", "cli-1") == first
+    rest = run("refund", charge_id)  # no AMOUNT: what is left
+    assert (rest["amount"], rest["balance"]) == ("20.00", "0.00")
+    refused = run("refund", charge_id, code=1)
+    assert refused["error"]["code"] == "nothing_to_refund"
+    assert refused["error"]["field"] == "charge_id"
+    over = run("refund", "ch_nope", "1.00", code=1)
+    assert over["error"] == {**over["error"], "code": "not_found", "field": "charge_id"}
+    listed = run("refunds", account_id)
+    assert [x["refund_id"] for x in listed] == [first["refund_id"], rest["refund_id"]]
+    assert {x["balance"] for x in listed} == {"0.00"}
+
     bank_account = s.account()
     invoice = s.proforma(bank_account, "40.00", s.method(bank_account))
     s.receive("40.00", invoice["number"])
     [bank_charge] = {i.charge_id for i in s.invoices_of(bank_account)}
     assert bank_charge is not None
-    waiting = r.refund(bank_charge)
+    waiting = run("refund", bank_charge)
     assert waiting["status"] == "requires_details"
-
-    first = _ok("refund", charge_id, "--reason", "goodwill", "--idempotency-key", "cli-1")
-    assert {k: first[k] for k in ("charge_id", "amount", "currency", "status", "balance")} == {
-        "charge_id": charge_id,
-        "amount": "30.00",
-        "currency": "EUR",
-        "status": "succeeded",
-        "balance": "0.00",
-    }
-    refused, listed, bad = run_many(
-        [
-            ("refund", charge_id, "--json"),
-            ("refunds", account_id, "--json"),
-            ("refunds", "details", waiting["refund_id"], "--iban", "DE00370400440532013000",
-             "--holder", "Jane Doe", "--json"),
-        ]
+    bad = run(
+        "refunds", "details", waiting["refund_id"], "--iban", "DE00370400440532013000",
+        "--holder", "Jane Doe", code=1,
     )  # fmt: skip
-    assert refused.returncode == 1 and "charge_id" in refused.stderr
-    assert json.loads(refused.stdout)["error"]["code"] == "nothing_to_refund"
-    assert [x["refund_id"] for x in json.loads(listed.stdout)] == [first["refund_id"]]
-    assert bad.returncode == 1 and json.loads(bad.stdout)["error"]["field"] == "iban"
-    paid = _ok(
+    assert bad["error"]["field"] == "iban"
+    paid = run(
         "refunds", "details", waiting["refund_id"], "--iban", "DE89 3704 0044 0532 0130 00",
         "--holder", "Jane Doe",
     )  # fmt: skip
     assert paid["status"] == "succeeded" and paid["balance"] == "0.00"
+    s.audit_ok()

@@ -49,6 +49,15 @@ def test_repeated_and_concurrent_refund_messages_make_one_refund(fleet: Fleet) -
     assert len(refused) == 5 and all("refunded in full" in str(e) for e in refused), refused
     assert [row.status for row in r.rows(racing_charge)] == ["succeeded"]
     assert s.get_account(racing_account).balance == 0
+    # Two refunds made side by side: two credit notes, numbered without a gap.
+    notes = sorted(
+        str(i.number)
+        for account in (same_key_account, racing_account)
+        for i in s.invoices_of(account)
+        if i.kind == "credit_note"
+    )
+    year = now().year
+    assert notes == [f"CN-{year}-000001", f"CN-{year}-000002"]
     s.audit_ok()
 
 

@@ -61,6 +61,7 @@ def job_registry() -> dict[str, tuple[str, bool]]:
         "purge": (task_names.OUTBOX_PURGE, True),
         "invoices": (task_names.INVOICES_ISSUE_DUE, True),
         "fees": (task_names.FEES_COLLECT, True),
+        "refunds": (task_names.REFUNDS_SYNC, True),
     }
 
 
@@ -69,8 +70,8 @@ def jobs_run(
     job: Annotated[
         str,
         typer.Argument(
-            help="auto-reload, alerts, settlement, fees, sync, invoices, events, mail, audit "
-            "or purge"
+            help="auto-reload, alerts, settlement, fees, sync, refunds, invoices, events, mail, "
+            "audit or purge"
         ),
     ],
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO-8601 with offset.")] = None,

@@ -115,7 +115,7 @@ def list_for(session: Session, account_id: object) -> list[dict[str, Any]]:
     rows = session.scalars(
         select(Refund).where(Refund.account_id == account.id).order_by(Refund.created_at, Refund.id)
     )
-    return [view(r) for r in rows]
+    return [view(r, account.balance) for r in rows]  # "same fields" (CONTRACT.md)
 
 
 def get(session: Session, refund_id: object) -> Refund:
