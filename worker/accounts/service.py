@@ -13,12 +13,10 @@ from worker.accounts import runway as runways
 from worker.db.base import new_id
 from worker.db.session import UnitOfWork
 from worker.kernel import validation
-from worker.kernel.bank_settings import new_creditor_reference
 from worker.kernel.clock import isoformat
 from worker.kernel.clock import now as clock_now
 from worker.kernel.errors import NotFound, ValidationError
 from worker.kernel.money import format_amount
-from worker.ledger import service as ledger
 from worker.ledger.models import Account, LedgerAccount
 
 
@@ -41,6 +39,11 @@ def create(
     are told apart by it); `finance_email`: where invoices go instead of the
     invoice-and-alert addresses. Each account gets its own ISO 11649 payment reference
     (`bank_reference`, worker/kernel/bank_settings.py)."""
+    # Imported here: `accounts show` / `list` read accounts without the ledger's write side
+    # (its notices load the mail templates) or python-stdnum (the fast-CLI budget).
+    from worker.kernel.bank_settings import new_creditor_reference
+    from worker.ledger import service as ledger
+
     clean_name = validation.text(name, "name", max_length=200)
     assert clean_name is not None
     cur = validation.currency(currency or get_settings().default_currency)

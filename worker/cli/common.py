@@ -29,6 +29,14 @@ app = typer.Typer(
     help="Operate balance-worker: accounts, ledger, jobs and the worker itself.",
 )
 
+
+@app.callback()
+def _root() -> None:
+    # A callback keeps the root a group even when `worker.cli.main` loaded one command's
+    # module only: a typer app with a single command would otherwise run it without its name.
+    pass
+
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 # `ledger` / `charges` windows (worker/kernel/listing.py).
 LimitOpt = Annotated[
@@ -107,6 +115,11 @@ def ensure_schema(create: bool = False) -> None:
     if missing is not None and not (create and settings.embedded):
         raise missing
     if settings.embedded:
+        from worker.db.schema_check import at_head
+
+        path = sqlite_file(settings.effective_database_url)
+        if path is not None and at_head(path):
+            return  # already migrated: no Alembic import (a third of a read's start-up)
         from worker.db.migrate import upgrade
 
         upgrade()
