@@ -261,3 +261,34 @@ def test_suspend_needs_a_reason_and_redacts_card_numbers() -> None:
     [event] = _events(account_id, "account.suspended")
     assert "4111" not in event.data["reason"]
     assert "[REDACTED]" in event.data["reason"]
+
+
+def test_resume_restores_numbers_a_depletion_suspended() -> None:
+    """Depleted (numbers suspended), then suspended by an operator: a credit cannot restore
+    the numbers (the account is not active); the resume that leaves it active does."""
+    from worker.numbers import service as numbers
+    from worker.numbers.models import Number
+
+    account_id = _create("Numbers Co")
+    _credit(account_id, "5")
+    with unit_of_work() as uow:
+        number_id = numbers.rent(
+            uow,
+            account_id=account_id,
+            msisdn="+447400123456",
+            country="GB",
+            monthly_fee="1",
+            now=T0,
+        )["id"]
+    _debit(account_id, "4", "all")  # 5 - 1 (first month) - 4 = 0: depleted
+    with unit_of_work() as uow:
+        assert uow.session.get(Number, number_id).status == "suspended"  # type: ignore[union-attr]
+        admin.suspend(uow, account_id=account_id, reason="review", now=T0)
+    _credit(account_id, "20")
+    with unit_of_work() as uow:
+        assert uow.session.get(Number, number_id).status == "suspended"  # type: ignore[union-attr]
+    with unit_of_work() as uow:
+        assert admin.resume(uow, account_id=account_id, now=T0)["status"] == "active"
+    with unit_of_work() as uow:
+        assert uow.session.get(Number, number_id).status == "active"  # type: ignore[union-attr]
+    assert len(_events(account_id, "number.restored")) == 1

@@ -27,6 +27,7 @@ from worker.accounts import service as accounts
 from worker.db.session import UnitOfWork
 from worker.kernel import validation
 from worker.kernel.errors import ValidationError
+from worker.ledger import hooks as ledger_hooks
 from worker.ledger import service as ledger
 from worker.ledger.models import Account, LedgerTransaction
 from worker.outbox import events
@@ -220,6 +221,8 @@ def resume(uow: UnitOfWork, *, account_id: object, now: datetime) -> dict[str, A
     account.status = "suspended" if depleted else "active"
     account.suspension_reason = "depleted" if depleted else None
     account.updated_at = now
+    if not depleted:
+        ledger_hooks.after_resume(uow, account, now)  # numbers: restore (worker/wiring.py)
     events.record(
         uow,
         "account.resumed",

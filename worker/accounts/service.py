@@ -84,7 +84,7 @@ def create(
         )
     )
     uow.session.flush()
-    return view(account)
+    return view(account, now)
 
 
 def get(session: Session, account_id: object) -> Account:
