@@ -355,7 +355,10 @@ class Settings(BaseSettings):
     @field_validator("bank_accounts_json")
     @classmethod
     def _check_bank_accounts(cls, value: str) -> str:
-        bank_settings.bank_accounts(value)
+        # Unset means the packaged sandbox accounts: constants (checked by the tests), so
+        # start-up skips loading python-stdnum's IBAN registry for them.
+        if value.strip():
+            bank_settings.bank_accounts(value)
         return value
 
     @field_validator("bank_transfer_tolerance_list")
@@ -500,6 +503,20 @@ def _format_error(exc: ValidationError) -> str:
     return f"{name}: {msg}"
 
 
+_settlement_check_deferred = False
+
+
+def defer_settlement_check() -> None:
+    """For one CLI process that computes no settlement date (`accounts show`, `accounts
+    list`, `ledger`): skip validating the settlement timing table and its 45 holiday
+    calendars (a third of such a command's start-up, the fast-CLI budget in README.md).
+    Every other command, the worker and beat still validate it before anything runs, and a
+    settlement computed later loads (and checks) the table itself (worker/settlement/timing.py)."""
+    global _settlement_check_deferred
+    _settlement_check_deferred = True
+    get_settings.cache_clear()
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings; raises SettingsError naming the bad setting."""
@@ -508,7 +525,8 @@ def get_settings() -> Settings:
     except ValidationError as exc:
         raise SettingsError(_format_error(exc)) from None
     settings.check_limits()
-    settings.check_settlement()
+    if not _settlement_check_deferred:
+        settings.check_settlement()
     return settings
 
 

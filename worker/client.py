@@ -147,7 +147,9 @@ class DebitBatcher:
     Memory is bounded: at most `max_pending` debits are held (collected or in flight). When
     that many are, `submit` BLOCKS (back-pressure) until results come back, for at most
     `submit_timeout` seconds (None: as long as it takes), then raises `BatcherFull`.
-    `max_in_flight` messages wait for their results at a time (one thread each).
+    `max_in_flight` messages wait for their results at a time (one thread each). Debits of
+    one account are applied in submission order within a message; across messages only with
+    `max_in_flight=1` (with more, two messages may run on two workers at once).
 
     `close()` (also on leaving the `with` block, and at interpreter exit for a batcher not
     closed) sends what was collected and waits for every result; `flush()` sends what was

@@ -35,6 +35,7 @@ def install() -> None:
     # Virtual numbers react to balance changes: a credit retries fees, a depletion suspends.
     ledger_hooks.install_credit_hook("numbers", numbers.on_credit)
     ledger_hooks.install_depletion_hook("numbers", numbers.on_depletion)
+    ledger_hooks.install_resume_hook("numbers", numbers.on_resume)  # accounts resume
 
 
 install()

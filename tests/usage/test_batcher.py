@@ -77,7 +77,9 @@ def d(account_id: str, amount: str, reference: str) -> tuple[str, str, str]:
 def test_full_batches_go_at_once_and_each_caller_gets_its_own_result() -> None:
     a = funded("10")
     app = InProcessApp()
-    with DebitBatcher(app, max_batch=3, max_wait_ms=10_000) as batcher:
+    # One sender: the two messages are applied in order, so the balances are sequential
+    # (with several senders, messages of one account may be applied in either order).
+    with DebitBatcher(app, max_batch=3, max_wait_ms=10_000, max_in_flight=1) as batcher:
         futures = [batcher.submit(a, "1", f"m-{i}") for i in range(6)]
         results = [f.result(timeout=10) for f in futures]  # full batches: no 10 s wait
     assert [len(m) for m in app.messages] == [3, 3]

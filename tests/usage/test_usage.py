@@ -18,6 +18,7 @@ from worker.db import migrate
 from worker.db.session import dispose_engine, unit_of_work
 from worker.kernel.clock import now
 from worker.kernel.errors import (
+    AccountSuspended,
     DomainError,
     InsufficientFunds,
     NotFound,
@@ -573,9 +574,15 @@ def test_credit_does_not_lift_an_admin_suspension() -> None:
 
 
 def test_depleting_debit_keeps_an_admin_suspension() -> None:
+    """Issue 18 made usage on an operator-suspended account a refusal (`account_suspended`);
+    a debit that still reaches it (an operator's negative adjustment) never turns the
+    suspension into a depletion, and a credit never lifts it."""
     account_id = funded("1")
     _admin_suspend(account_id)
-    debit(account_id, "1", "msg-1")
+    with pytest.raises(AccountSuspended):
+        debit(account_id, "1", "msg-1")
+    assert tuple(account_row(account_id)) == (Decimal("1"), "suspended", "admin")
+    credit(account_id, "-1")
     assert tuple(account_row(account_id)) == (Decimal("0"), "suspended", "admin")
     credit(account_id, "5")
     assert tuple(account_row(account_id)) == (Decimal("5"), "suspended", "admin")

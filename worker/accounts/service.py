@@ -6,17 +6,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from config import get_settings
+from worker.accounts import runway as runways
 from worker.db.base import new_id
 from worker.db.session import UnitOfWork
 from worker.kernel import validation
-from worker.kernel.bank_settings import new_creditor_reference
 from worker.kernel.clock import isoformat
+from worker.kernel.clock import now as clock_now
 from worker.kernel.errors import NotFound, ValidationError
 from worker.kernel.money import format_amount
-from worker.ledger import service as ledger
 from worker.ledger.models import Account, LedgerAccount
 
 
@@ -39,6 +39,11 @@ def create(
     are told apart by it); `finance_email`: where invoices go instead of the
     invoice-and-alert addresses. Each account gets its own ISO 11649 payment reference
     (`bank_reference`, worker/kernel/bank_settings.py)."""
+    # Imported here: `accounts show` / `list` read accounts without the ledger's write side
+    # (its notices load the mail templates) or python-stdnum (the fast-CLI budget).
+    from worker.kernel.bank_settings import new_creditor_reference
+    from worker.ledger import service as ledger
+
     clean_name = validation.text(name, "name", max_length=200)
     assert clean_name is not None
     cur = validation.currency(currency or get_settings().default_currency)
@@ -79,7 +84,7 @@ def create(
         )
     )
     uow.session.flush()
-    return view(account)
+    return view(account, now)
 
 
 def get(session: Session, account_id: object) -> Account:
@@ -94,9 +99,16 @@ def _opt(value: Any, currency: str) -> str | None:
     return None if value is None else format_amount(value, currency)
 
 
-def view(account: Account) -> dict[str, Any]:
-    """The shape `balancectl accounts show` prints (CONTRACT.md)."""
+def view(account: Account, as_of: datetime | None = None) -> dict[str, Any]:
+    """The shape `balancectl accounts show` prints (CONTRACT.md), with `runway` from the
+    7 days of usage before `as_of` (default: now; worker/accounts/runway.py)."""
     cur = account.currency
+    session = object_session(account)
+    spend = (
+        runways.compute(session, account, as_of or clock_now()).view(cur)
+        if session is not None
+        else None
+    )
     return {
         "id": account.id,
         "name": account.name,
@@ -113,6 +125,7 @@ def view(account: Account) -> dict[str, Any]:
         "bank_reference": account.bank_reference,
         "unapplied": format_amount(account.unapplied or Decimal("0"), cur),
         "created_at": isoformat(account.created_at),
+        "runway": spend,
         "auto_reload": {
             "enabled": account.auto_reload_enabled,
             "threshold": _opt(account.auto_reload_threshold, cur),

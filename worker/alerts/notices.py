@@ -13,9 +13,17 @@ from worker.outbox.models import Mail
 
 
 def low_balance(
-    uow: UnitOfWork, account: Account, *, threshold: Decimal, alert_id: str, checked_at: datetime
+    uow: UnitOfWork,
+    account: Account,
+    *,
+    threshold: Decimal,
+    alert_id: str,
+    checked_at: datetime,
+    days_left: int | None = None,
+    daily_spend: Decimal | None = None,
 ) -> Mail | None:
-    """One mail per fired alert (`alert_id` is the `balance.low` event's id)."""
+    """One mail per fired alert (`alert_id` is the `balance.low` event's id); `days_left` /
+    `daily_spend`: the runway the mail states (None: no spend in the last 7 days)."""
     rendered = notices.render(
         account,
         "balance.low",
@@ -24,6 +32,8 @@ def low_balance(
             threshold=threshold,
             checked_at=checked_at,
             auto_reload_enabled=account.auto_reload_enabled,
+            days_left=days_left,
+            daily_spend=daily_spend,
         ),
     )
     return notices.queue(

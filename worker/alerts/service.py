@@ -20,6 +20,7 @@ from typing import Any, TypedDict
 from sqlalchemy import func, select, update
 
 from config import get_settings
+from worker.accounts import runway as runways
 from worker.accounts import service as accounts
 from worker.alerts import notices
 from worker.db.session import UnitOfWork
@@ -122,6 +123,15 @@ def due_query(limit: int) -> Any:
     )
 
 
+def runway_text(days_left: int | None) -> str | None:
+    """The runway in words for the event (the mail words it in the account's locale)."""
+    if days_left is None:
+        return None
+    if days_left == 0:
+        return "less than a day left at your current spend"
+    return f"about {days_left} day{'' if days_left == 1 else 's'} left at your current spend"
+
+
 def _fire(uow: UnitOfWork, account: Account, as_of: datetime) -> None:
     threshold = account.alert_threshold
     assert threshold is not None  # the query's condition
@@ -134,9 +144,22 @@ def _fire(uow: UnitOfWork, account: Account, as_of: datetime) -> None:
         "checked_at": isoformat(as_of),
         "emails": len(account.emails),
     }
+    # The runway at the scan's moment (issue 18): the event and the mail say how long the
+    # balance lasts at the last 7 days' spend, "about 3 days left at your current spend".
+    runway = runways.compute(uow.session, account, as_of)
+    data["runway"] = {
+        **runway.view(account.currency),
+        "text": runway_text(runway.days_left),
+    }
     event = events.record(uow, KIND, account.id, data, as_of)
     queued = notices.low_balance(
-        uow, account, threshold=threshold, alert_id=event.id, checked_at=as_of
+        uow,
+        account,
+        threshold=threshold,
+        alert_id=event.id,
+        checked_at=as_of,
+        days_left=runway.days_left,
+        daily_spend=runway.daily_spend if runway.days_left is not None else None,
     )
     log.warning(
         "low balance: account %s at %s %s, below %s (%s)",

@@ -35,7 +35,7 @@ from worker.charges.models import Charge
 from worker.charges.states import ALLOWED, TERMINAL, ChargeStatus
 from worker.db.base import new_id
 from worker.db.session import UnitOfWork
-from worker.kernel import clock, validation
+from worker.kernel import clock, listing, validation
 from worker.kernel.clock import isoformat
 from worker.kernel.errors import IdempotencyConflict, NotFound, ValidationError
 from worker.kernel.money import exponent, format_amount, parse_amount, to_minor_units
@@ -148,12 +148,27 @@ def view(charge: Charge) -> dict[str, Any]:
     }
 
 
-def list_for(session: Session, account_id: str) -> list[dict[str, Any]]:
+def list_for(
+    session: Session,
+    account_id: str,
+    limit: object = None,
+    since: object = None,
+    until: object = None,
+) -> list[dict[str, Any]]:
+    """The account's charges, oldest first. `limit`: keep the newest N (still oldest
+    first); `since` (inclusive) / `until` (exclusive) on `created_at`, ISO-8601 with offset
+    (worker/kernel/listing.py; ValidationError naming the field)."""
+    span = listing.window(limit, since, until)
     accounts.get(session, account_id)
-    rows = session.scalars(
-        select(Charge).where(Charge.account_id == account_id).order_by(Charge.created_at, Charge.id)
-    )
-    return [view(c) for c in rows]
+    query = select(Charge).where(Charge.account_id == account_id)
+    if span.since is not None:
+        query = query.where(Charge.created_at >= span.since)
+    if span.until is not None:
+        query = query.where(Charge.created_at < span.until)
+    if span.limit is not None:
+        newest = query.order_by(Charge.created_at.desc(), Charge.id.desc()).limit(span.limit)
+        return [view(c) for c in reversed(session.scalars(newest).all())]
+    return [view(c) for c in session.scalars(query.order_by(Charge.created_at, Charge.id))]
 
 
 def chargeable_amount(value: object, currency: str, field: str = "amount") -> Decimal:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -29,7 +29,25 @@ app = typer.Typer(
     help="Operate balance-worker: accounts, ledger, jobs and the worker itself.",
 )
 
+
+@app.callback()
+def _root() -> None:
+    # A callback keeps the root a group even when `worker.cli.main` loaded one command's
+    # module only: a typer app with a single command would otherwise run it without its name.
+    pass
+
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+# `ledger` / `charges` windows (worker/kernel/listing.py).
+LimitOpt = Annotated[
+    str | None, typer.Option("--limit", help="Keep the newest N (still printed oldest first).")
+]
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="From this moment (ISO-8601 with offset), inclusive.")
+]
+UntilOpt = Annotated[
+    str | None, typer.Option("--until", help="Before this moment (ISO-8601 with offset).")
+]
 NEGATIVE_OK = {"ignore_unknown_options": True}  # so `adjust ID -5` parses as an amount
 
 
@@ -97,6 +115,11 @@ def ensure_schema(create: bool = False) -> None:
     if missing is not None and not (create and settings.embedded):
         raise missing
     if settings.embedded:
+        from worker.db.schema_check import at_head
+
+        path = sqlite_file(settings.effective_database_url)
+        if path is not None and at_head(path):
+            return  # already migrated: no Alembic import (a third of a read's start-up)
         from worker.db.migrate import upgrade
 
         upgrade()
@@ -108,9 +131,17 @@ def _no_schema(exc: DBAPIError) -> bool:
     return type(orig).__name__ == "UndefinedTable" or "no such table" in str(orig)
 
 
-def emit(result: Any, as_json: bool) -> None:
+def emit(result: Any, as_json: bool, columns: Sequence[str] | None = None) -> None:
+    """`--json`: the one JSON document (CONTRACT.md), unchanged. For people: a list of
+    objects is a table (`columns`, when given, choose and order its columns; worker/cli/
+    tables.py), anything else `key: value` lines."""
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False))
+        return
+    if isinstance(result, list) and all(isinstance(item, dict) for item in result):
+        from worker.cli.tables import print_table
+
+        print_table(result, columns)
         return
     print_human(result)
 
@@ -151,6 +182,7 @@ def run_action(
     *,
     write: bool = True,
     creates_database: bool = False,
+    columns: Sequence[str] | None = None,
 ) -> Any:
     """Run one operation in a unit of work, mapping refusals to exit 1.
 
@@ -184,7 +216,7 @@ def run_action(
             f"DATABASE_URL: cannot use the database ({one_line(exc)})",
             as_json,
         )
-    emit(result, as_json)
+    emit(result, as_json, columns)
     return result
 
 
@@ -195,12 +227,18 @@ def one_line(exc: BaseException) -> str:
     return (redact(lines[0]) or "")[:200]
 
 
-def in_uow(fn: Callable[[Any], Any]) -> Callable[[], Any]:
+def in_uow(fn: Callable[[Any], Any], *, wire: bool = True) -> Callable[[], Any]:
+    """`fn(uow)` in one unit of work. `wire=False` for a read that posts nothing: the
+    domains' hooks (worker/wiring.py, which imports every domain and the PDF renderer)
+    are not loaded, a third of a read's start-up (the fast-CLI budget in README.md)."""
+
     def action() -> Any:
-        from worker import wiring
         from worker.db.session import unit_of_work
 
-        wiring.install()
+        if wire:
+            from worker import wiring
+
+            wiring.install()
         dispatch = cli_dispatch()
         with unit_of_work(dispatch=dispatch) as uow:
             return fn(uow)

@@ -9,6 +9,9 @@ import typer
 from worker.cli.common import (
     NEGATIVE_OK,
     JsonFlag,
+    LimitOpt,
+    SinceOpt,
+    UntilOpt,
     app,
     in_uow,
     run_action,
@@ -76,14 +79,38 @@ def adjust(
     )
 
 
+LEDGER_COLUMNS = (
+    "created_at",
+    "id",
+    "kind",
+    "reference",
+    "amount",
+    "currency",
+    "balance_after",
+    "description",
+)
+
+
 @app.command("ledger")
 def ledger_cmd(
-    account_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+    account_id: Annotated[str, typer.Argument(metavar="ID")],
+    limit: LimitOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """The account's ledger transactions with their postings, oldest first."""
-    from worker.ledger import service as ledger
+    """The account's ledger transactions with their postings, oldest first (a table; --json
+    has the postings)."""
+    from worker.ledger import queries
 
-    run_action(as_json, in_uow(lambda uow: ledger.list_transactions(uow.session, account_id)))
+    run_action(
+        as_json,
+        in_uow(
+            lambda uow: queries.list_transactions(uow.session, account_id, limit, since, until),
+            wire=False,
+        ),
+        columns=LEDGER_COLUMNS,
+    )
 
 
 @app.command("audit")

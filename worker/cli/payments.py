@@ -9,6 +9,9 @@ import typer
 from worker.cli.common import (
     NEGATIVE_OK,
     JsonFlag,
+    LimitOpt,
+    SinceOpt,
+    UntilOpt,
     app,
     in_uow,
     run_action,
@@ -127,11 +130,33 @@ def top_up(
     )
 
 
+CHARGE_COLUMNS = (
+    "created_at",
+    "id",
+    "amount",
+    "currency",
+    "status",
+    "purpose",
+    "psp",
+    "decline_code",
+    "settlement_status",
+    "available_on",
+)
+
+
 @app.command("charges")
 def charges_cmd(
-    account_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+    account_id: Annotated[str, typer.Argument(metavar="ID")],
+    limit: LimitOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """The account's charges, oldest first."""
+    """The account's charges, oldest first (`--limit` keeps the newest N)."""
     from worker.charges import engine as charges
 
-    run_action(as_json, in_uow(lambda uow: charges.list_for(uow.session, account_id)))
+    run_action(
+        as_json,
+        in_uow(lambda uow: charges.list_for(uow.session, account_id, limit, since, until)),
+        columns=CHARGE_COLUMNS,
+    )

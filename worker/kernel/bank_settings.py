@@ -21,11 +21,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from stdnum import bic as std_bic
-from stdnum import iban as std_iban
-from stdnum import iso11649
-from stdnum.iso7064 import mod_97_10
-
+# python-stdnum is imported where it is used (about 50 ms, with its IBAN registry): every
+# command reads settings, and only BANK_ACCOUNTS or a payment reference needs it.
 from worker.kernel.money import AMOUNT_RE, is_currency
 
 # Sandbox defaults: the standard example IBANs (ISO 13616 / ECBS), never a real account.
@@ -101,6 +98,9 @@ def bank_accounts(raw: str) -> dict[str, BankAccount]:
             raise ValueError(f"{where}: {currency!r} is not an ISO 4217 currency code")
         if currency in found:
             raise ValueError(f"{where}: a second account for {currency}")
+        from stdnum import bic as std_bic
+        from stdnum import iban as std_iban
+
         iban = std_iban.compact(_text(item, "iban", where))
         if not std_iban.is_valid(iban):
             raise ValueError(f"{where}: {iban[:40]!r} is not a valid IBAN (check digits)")
@@ -174,16 +174,22 @@ def new_creditor_reference() -> str:
     Check digits per ISO 11649: move `RF00` behind the body, letters to numbers, and take
     98 - (n mod 97) (python-stdnum's mod_97_10). Uniqueness is the database's job."""
     body = "".join(secrets.choice(_RF_ALPHABET) for _ in range(RF_BODY_LENGTH))
+    from stdnum.iso7064 import mod_97_10
+
     return "RF" + mod_97_10.calc_check_digits(body + "RF") + body
 
 
 def is_creditor_reference(value: str) -> bool:
     """True when `value` (spaces allowed) is a valid ISO 11649 reference (check digits hold)."""
+    from stdnum import iso11649
+
     return bool(iso11649.is_valid(value))
 
 
 def format_creditor_reference(value: str) -> str:
     """Groups of four, as printed on a pro-forma: `RF37 ABCD 1234 EFGH`."""
+    from stdnum import iso11649
+
     return str(iso11649.format(value))
 
 
@@ -192,6 +198,8 @@ def creditor_references_in(text: str) -> tuple[list[str], list[str]]:
 
     A reference whose check digits fail (a typo) is reported as invalid and never looked
     up, so it cannot match another account by accident."""
+    from stdnum import iso11649
+
     compact = re.sub(r"\s+", "", text.upper())
     valid: list[str] = []
     invalid: list[str] = []

@@ -10,9 +10,6 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from babel import Locale
-from email_validator import EmailNotValidError, validate_email
-
 from worker.kernel.controls import clean_text as clean_text
 from worker.kernel.controls import refuse_control as refuse_control
 from worker.kernel.errors import ValidationError
@@ -33,6 +30,8 @@ def identifier(value: object, field: str) -> str:
 
 @lru_cache(maxsize=1)
 def _countries() -> frozenset[str]:
+    from babel import Locale  # imported on first use: most commands never check a country
+
     return frozenset(
         c for c in Locale("en").territories if isinstance(c, str) and re.fullmatch(r"[A-Z]{2}", c)
     )
@@ -103,6 +102,9 @@ def emails(values: object, field: str = "email") -> list[str]:
         return []
     if isinstance(values, str) or not isinstance(values, list | tuple):
         raise ValidationError(field, "must be a list of addresses")
+    # Imported on first use (about 40 ms): a read command never validates an address.
+    from email_validator import EmailNotValidError, validate_email
+
     if len(values) > MAX_EMAILS:
         raise ValidationError(field, f"at most {MAX_EMAILS} addresses")
     result: list[str] = []

@@ -30,8 +30,13 @@ DepletionHook = Callable[
     ["UnitOfWork", "Account", "LedgerTransaction", datetime], Mapping[str, Any] | None
 ]
 
+# (uow, the locked account, now) -> None: an operator's `accounts resume` left the account
+# active (worker/accounts/admin.py); no money moved, so no transaction.
+ResumeHook = Callable[["UnitOfWork", "Account", datetime], None]
+
 _credit_hooks: dict[str, CreditHook] = {}
 _depletion_hooks: dict[str, DepletionHook] = {}
+_resume_hooks: dict[str, ResumeHook] = {}
 
 
 def install_credit_hook(name: str, hook: CreditHook) -> None:
@@ -44,6 +49,18 @@ def install_depletion_hook(name: str, hook: DepletionHook) -> None:
     """Register (or replace) `hook`, run when a debit suspends the account as depleted,
     before the depletion mail is queued (its returned fields go into that mail)."""
     _depletion_hooks[name] = hook
+
+
+def install_resume_hook(name: str, hook: ResumeHook) -> None:
+    """Register (or replace) `hook`, run when an operator's resume leaves the account
+    active: what a credit would have restored while the operator's suspension held it
+    (numbers suspended by a depletion) is restored now (issue 18)."""
+    _resume_hooks[name] = hook
+
+
+def after_resume(uow: UnitOfWork, account: Account, now: datetime) -> None:
+    for hook in _resume_hooks.values():
+        hook(uow, account, now)
 
 
 def after_credit(uow: UnitOfWork, account: Account, txn: LedgerTransaction, now: datetime) -> None:

@@ -8,7 +8,7 @@ from typing import Any, TypedDict
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from worker.kernel import validation
+from worker.kernel import listing, validation
 from worker.kernel.clock import isoformat
 from worker.kernel.errors import NotFound
 from worker.kernel.money import format_amount
@@ -54,17 +54,38 @@ def transaction_view(
     return view
 
 
-def list_transactions(session: Session, account_id: str, limit: int = 1000) -> list[dict[str, Any]]:
-    """The account's transactions, oldest first, each with its postings."""
+def list_transactions(
+    session: Session,
+    account_id: str,
+    limit: object = None,
+    since: object = None,
+    until: object = None,
+) -> list[dict[str, Any]]:
+    """The account's transactions, oldest first, each with its postings.
+
+    `limit`: keep the newest N (still printed oldest first); `since` (inclusive) / `until`
+    (exclusive): ISO-8601 with offset (worker/kernel/listing.py; ValidationError naming the
+    field). Reads ix_ledger_txn_account_created from the newest end when limited."""
+    span = listing.window(limit, since, until)
     account_id = validation.identifier(account_id, "account_id")
     if session.get(Account, account_id) is None:
         raise NotFound("account_id", f"no account {account_id[:60]!r}")
-    txns = session.scalars(
-        select(LedgerTransaction)
-        .where(LedgerTransaction.account_id == account_id)
-        .order_by(LedgerTransaction.created_at, LedgerTransaction.id)
-        .limit(limit)
-    ).all()
+    query = select(LedgerTransaction).where(LedgerTransaction.account_id == account_id)
+    if span.since is not None:
+        query = query.where(LedgerTransaction.created_at >= span.since)
+    if span.until is not None:
+        query = query.where(LedgerTransaction.created_at < span.until)
+    if span.limit is not None:
+        newest = query.order_by(
+            LedgerTransaction.created_at.desc(), LedgerTransaction.id.desc()
+        ).limit(span.limit)
+        txns = list(reversed(session.scalars(newest).all()))
+    else:
+        txns = list(
+            session.scalars(
+                query.order_by(LedgerTransaction.created_at, LedgerTransaction.id)
+            ).all()
+        )
     ids = [t.id for t in txns]
     by_txn: dict[str, list[Posting]] = {i: [] for i in ids}
     if ids:

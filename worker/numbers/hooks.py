@@ -29,6 +29,17 @@ def on_credit(uow: UnitOfWork, account: Account, txn: LedgerTransaction, now: da
         uow.enqueue(task_names.FEES_COLLECT_ACCOUNT, account.id)
 
 
+def on_resume(uow: UnitOfWork, account: Account, now: datetime) -> None:
+    """An operator resumed the account and it is active: numbers a depletion suspended are
+    restored (a credit during the operator's suspension could not: the account was not
+    active), and fees due are collected right after commit."""
+    if account.next_fee_at is None:
+        return
+    numbers.restore_numbers(uow, account, now)
+    if account.next_fee_at <= now:
+        uow.enqueue(task_names.FEES_COLLECT_ACCOUNT, account.id)
+
+
 def on_depletion(
     uow: UnitOfWork, account: Account, txn: LedgerTransaction, now: datetime
 ) -> dict[str, Any] | None:

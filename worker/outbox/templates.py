@@ -113,8 +113,13 @@ def render_low_balance(
     usd_rate: Decimal | None,
     top_up_url: str | None,
     auto_reload_enabled: bool,
+    days_left: int | None = None,
+    daily_spend: Decimal | None = None,
 ) -> RenderedMail:
-    """The balance fell below the customer's alert threshold (API still works)."""
+    """The balance fell below the customer's alert threshold (API still works).
+
+    `days_left` / `daily_spend`: the runway (worker/accounts/runway.py), said as "about 3
+    days left at your current spend" when the account spent anything in the last 7 days."""
     mail = _Mail(locale, account_name, account_id, currency, display_currency, usd_rate)
     return mail.render(
         "low_balance",
@@ -124,6 +129,8 @@ def render_low_balance(
         checked_at=format_moment(checked_at, mail.locale),
         top_up_url=_url(top_up_url),
         auto_reload_enabled=bool(auto_reload_enabled),
+        days_left=days_left,
+        daily_spend=None if daily_spend is None else mail.money(daily_spend),
     )
 
 

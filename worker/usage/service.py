@@ -7,7 +7,7 @@ from typing import Any
 
 from worker.db.session import UnitOfWork
 from worker.kernel import validation
-from worker.kernel.errors import InsufficientFunds, ReferenceConflict
+from worker.kernel.errors import AccountSuspended, InsufficientFunds, ReferenceConflict
 from worker.kernel.money import format_amount, parse_amount
 from worker.ledger import service as ledger
 from worker.ledger.models import Account, LedgerTransaction
@@ -39,6 +39,9 @@ def debit(
     """Debit once per reference; a repeat returns the first result with duplicate=True.
 
     All input is checked before the row lock is taken; nothing is written on refusal.
+    An account an operator suspended (`suspension_reason: admin`, worker/accounts/admin.py)
+    is refused with AccountSuspended (`account_suspended`, field `account_id`); a repeat of
+    a debit made before the suspension still returns its first result (the money moved then).
     """
     value = parse_amount(amount, "amount")
     ref = validation.reference(reference)
@@ -55,6 +58,10 @@ def debit(
                 f"{format_amount(value, account.currency)}",
             )
         return _result(account, first, duplicate=True)
+    if account.suspension_reason == "admin":
+        raise AccountSuspended(
+            "account_id", f"account {account.id} is suspended by an operator: no usage is debited"
+        )
 
     if account.balance - value < 0:
         raise InsufficientFunds(
