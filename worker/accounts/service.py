@@ -6,12 +6,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from config import get_settings
 from worker.db.base import new_id
 from worker.db.session import UnitOfWork
-from worker.kernel import validation
+from worker.fx import service as fx
+from worker.kernel import clock, validation
 from worker.kernel.bank_settings import new_creditor_reference
 from worker.kernel.clock import isoformat
 from worker.kernel.errors import NotFound, ValidationError
@@ -97,7 +98,7 @@ def _opt(value: Any, currency: str) -> str | None:
 def view(account: Account) -> dict[str, Any]:
     """The shape `balancectl accounts show` prints (CONTRACT.md)."""
     cur = account.currency
-    return {
+    shown: dict[str, Any] = {
         "id": account.id,
         "name": account.name,
         "currency": cur,
@@ -127,3 +128,24 @@ def view(account: Account) -> dict[str, Any]:
             "last_alert_at": isoformat(account.alert_sent_at) if account.alert_sent_at else None,
         },
     }
+    display = _display(account)
+    if display is not None:
+        shown["display"] = display
+    return shown
+
+
+def _display(account: Account) -> dict[str, Any] | None:
+    """`display {currency, balance, rate, rate_date, rate_stale}` when the account is shown
+    in another currency (CONTRACT.md): the rate in force now (worker/fx/service.py)."""
+    if account.display_currency == account.currency:
+        return None
+    session = object_session(account)
+    if session is None:  # a detached account: no rates to read
+        return None
+    return fx.display(
+        session,
+        currency=account.currency,
+        shown_in=account.display_currency,
+        balance=account.balance,
+        moment=clock.now(),
+    )

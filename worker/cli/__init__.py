@@ -11,6 +11,8 @@ from worker.cli import (  # noqa: F401  (each registers its commands)
     alerts,
     auto_reload,
     bank,
+    exports,
+    fx,
     info,
     invoices,
     ledger,

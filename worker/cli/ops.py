@@ -61,6 +61,7 @@ def job_registry() -> dict[str, tuple[str, bool]]:
         "purge": (task_names.OUTBOX_PURGE, True),
         "invoices": (task_names.INVOICES_ISSUE_DUE, True),
         "fees": (task_names.FEES_COLLECT, True),
+        "fx": (task_names.FX_FETCH, True),
     }
 
 
@@ -70,7 +71,7 @@ def jobs_run(
         str,
         typer.Argument(
             help="auto-reload, alerts, settlement, fees, sync, invoices, events, mail, audit "
-            "or purge"
+            "purge or fx"
         ),
     ],
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO-8601 with offset.")] = None,
