@@ -29,6 +29,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, NamedTuple, Protocol
 
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+
 from worker.kernel.money import exponent, format_amount
 
 # .xlsx sheets hold 1,048,576 rows: a longer export continues on "<title> 2", "<title> 3".
@@ -95,8 +98,6 @@ class XlsxWriter:
     """One workbook, one sheet (more past XLSX_MAX_ROWS), header row bold-free and frozen."""
 
     def __init__(self, path: Path, title: str, header: list[str]) -> None:
-        from openpyxl import Workbook
-
         self._path = path
         self._title = title
         self._header = header
@@ -106,6 +107,7 @@ class XlsxWriter:
         # One reusable cell per (column, style): openpyxl writes a row as it is appended,
         # so a cell may be refilled for the next row; a cell per value would be garbage.
         self._cells: dict[tuple[int, str], Any] = {}
+        self._currency_formats: dict[str, tuple[int, str, str]] = {}
         self._new_sheet()
 
     def _new_sheet(self) -> None:
@@ -117,8 +119,6 @@ class XlsxWriter:
         self._rows_in_sheet = 1
 
     def _cell(self, column: int, style: str) -> Any:
-        from openpyxl.cell import WriteOnlyCell
-
         key = (column, style)
         cell = self._cells.get(key)
         if cell is None:
@@ -129,6 +129,12 @@ class XlsxWriter:
         cell.parent = self._sheet
         return cell
 
+    def _formats(self, currency: str) -> tuple[int, str, str]:
+        found = self._currency_formats.get(currency)
+        if found is None:
+            found = self._currency_formats[currency] = (exponent(currency), *_formats(currency))
+        return found
+
     def _text_cell(self, column: int, text: str) -> Any:
         cell = self._cell(column, "text")
         cell._value = _ILLEGAL_XML.sub("", text)  # typed below: never read as a formula
@@ -136,7 +142,7 @@ class XlsxWriter:
         return cell
 
     def _number_cell(self, column: int, text: str, style: str) -> Any:
-        if sum(ch.isdigit() for ch in text.lstrip("-0.")) > _SPREADSHEET_DIGITS:
+        if len(text.replace("-", "").replace(".", "").lstrip("0")) > _SPREADSHEET_DIGITS:
             return self._text_cell(column, text)
         cell = self._cell(column, style)
         cell._value = text  # the exact decimal text, stored as the number (see above)
@@ -154,14 +160,15 @@ class XlsxWriter:
                 cells.append(value)
             elif isinstance(value, Money):
                 text = format_amount(value.amount, value.currency)
-                narrow, wide = _formats(value.currency)
-                decimals = len(text.partition(".")[2])
-                style = wide if decimals > exponent(value.currency) else narrow
+                minor, narrow, wide = self._formats(value.currency)
+                style = wide if len(text.partition(".")[2]) > minor else narrow
                 cells.append(self._number_cell(column, text, style))
             elif isinstance(value, Decimal):
                 cells.append(self._number_cell(column, f"{value:f}", "general"))
-            else:
+            elif value.startswith("=") or _ILLEGAL_XML.search(value):
                 cells.append(self._text_cell(column, value))
+            else:
+                cells.append(value)  # plain text: openpyxl types it `s` itself
         self._sheet.append(cells)
         self._rows_in_sheet += 1
 
