@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -139,32 +136,6 @@ def test_fx_import_cli_and_its_refusal(tmp_path: Path) -> None:
     bad.write_text("Date,USD,\n2026-11-27,1.0x,\n")
     check_refusal(run("fx", "import", str(bad), "--json"), "rate", "invalid")
     check_refusal(run("fx", "import", str(tmp_path / "none.xml"), "--json"), "file", "invalid")
-
-
-@pytest.fixture
-def ecb_server() -> Iterator[str]:
-    body = (DATA / "eurofxref-daily.xml").read_bytes()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            status = 200 if self.path == "/eurofxref-daily.xml" else 404
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body) if status == 200 else 0))
-            self.end_headers()
-            if status == 200:
-                self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_daily_fetch_from_fx_rates_url(ecb_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
