@@ -9,7 +9,7 @@ resident memory (`ru_maxrss`) is that measure's own:
 - anchor: a plain SELECT of the same rows, streamed through a psycopg server-side cursor
   and discarded (the database and driver's floor for reading them);
 - `worker.exports.service.export` to CSV and to .xlsx (display columns included), rows/s
-  and the ratio to the anchor;
+  and the ratio to the anchor (time per row; an export's time includes importing the export code);
 - the same two exports of the first tenth of the rows (`--to`), so the peak memory of a
   tenth and of the whole can be compared (bounded memory: they should be about equal);
 - a child that only imports the export code: the resident floor every child starts from.
@@ -207,7 +207,9 @@ def main() -> None:
           f"{'peak MiB':>10}{'file MB':>9}")  # fmt: skip
     for name, r in results.items():
         rate = r["rows"] / r["seconds"] if r["seconds"] and r["rows"] else 0
-        ratio = r["seconds"] / anchor["seconds"] if r["rows"] else 0
+        # Per row: a tenth's export is compared with the anchor's time for as many rows.
+        per_row = anchor["seconds"] / anchor["rows"]
+        ratio = r["seconds"] / r["rows"] / per_row if r["rows"] else 0
         label = {
             "floor": "import only (resident floor)",
             "anchor": "anchor: plain SELECT, streamed",

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from worker.accounts import service as accounts
 from worker.exports.writers import CsvWriter, Money, Value, Writer, XlsxWriter
 from worker.fx import service as fx
+from worker.kernel import clock
 from worker.kernel.clock import isoformat
 from worker.kernel.errors import ValidationError
 from worker.kernel.redaction import redact
@@ -159,7 +160,7 @@ class _Display:
         self.shown_in = account.display_currency
         self.active = self.shown_in != self.currency
         self.book = (
-            fx.RateBook(session, self.currency, self.shown_in, end or datetime.now(UTC))
+            fx.RateBook(session, self.currency, self.shown_in, end or clock.now())
             if self.active
             else None
         )
