@@ -272,3 +272,16 @@ def test_cli_export_prints_path_and_rows(tmp_path: Path) -> None:
     refused = run("export", "transactions", account_id, "--out", str(out), "--from", "x",
                   "--json")  # fmt: skip
     check_refusal(refused, "from", "invalid")
+
+
+def test_progress_is_reported_while_rows_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account_id = _history()
+    monkeypatch.setattr(exports, "PROGRESS_EVERY", 2)
+    seen: list[int] = []
+    _export(account_id, "transactions", tmp_path / "p.xlsx", progress=seen.append)
+    assert seen == [2, 4, 5]  # every 2 rows, then the total
+    with unit_of_work() as uow:
+        assert exports.count(uow.session, "transactions", account_id, None, None) == 5
+        assert exports.count(uow.session, "activity", account_id, None, None) > 5
