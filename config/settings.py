@@ -224,6 +224,11 @@ class Settings(BaseSettings):
     top_up_url: str | None = Field(default=None, alias="TOP_UP_URL")
     # Display only: USD per unit of an account currency, e.g. "EUR=1.0862,GBP=1.2710".
     usd_display_rates_list: str = Field(default="", alias="USD_DISPLAY_RATES")
+    # The ECB's euro reference rates (worker/fx): fetched daily by beat when set, e.g.
+    # https://www.ecb.europa.eu/stats/eurofxref/eurofxref-daily.xml; USD_DISPLAY_RATES
+    # stays the fallback while no rate is stored.
+    fx_rates_url: str | None = Field(default=None, alias="FX_RATES_URL")
+    fx_fetch_timeout_seconds: int = Field(default=30, alias="FX_FETCH_TIMEOUT", gt=0, le=600)
     # Settlement: the PSP merchant accounts (JSON list), the default for any (psp, currency)
     # not listed, and an operator file that overrides or adds timing rows.
     psp_merchant_accounts_json: str = Field(default="", alias="PSP_MERCHANT_ACCOUNTS")
@@ -337,7 +342,7 @@ class Settings(BaseSettings):
             raise ValueError("must be between 0 and 1")
         return rate
 
-    @field_validator("top_up_url")
+    @field_validator("top_up_url", "fx_rates_url")
     @classmethod
     def _check_top_up_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():

@@ -45,6 +45,7 @@ TASK_MODULES = [
     "worker.bank.tasks",
     "worker.numbers.tasks",
     "worker.refunds.tasks",
+    "worker.fx.tasks",
     "worker.wiring",  # the charge engine's outcome hooks
 ]
 

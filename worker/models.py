@@ -6,6 +6,7 @@ from __future__ import annotations
 from worker.bank.models import BankTransfer
 from worker.charges.models import Charge
 from worker.db.base import Base
+from worker.fx.models import FxRate
 from worker.invoices.models import Invoice, InvoiceCounter
 from worker.ledger.models import Account, LedgerAccount, LedgerTransaction, Posting
 from worker.numbers.models import Number
@@ -19,6 +20,7 @@ __all__ = [
     "Base",
     "Charge",
     "Event",
+    "FxRate",
     "Invoice",
     "InvoiceCounter",
     "LedgerAccount",

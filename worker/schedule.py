@@ -60,6 +60,13 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": crontab(minute=17),
             "options": {"expires": 3600},
         },
+        # The ECB publishes its reference rates around 16:00 CET on working days: fetched
+        # after that (a no-op without FX_RATES_URL); a missed day only ages the rate shown.
+        "fx-fetch": {
+            "task": task_names.FX_FETCH,
+            "schedule": crontab(hour=15, minute=31),
+            "options": {"expires": 3600},
+        },
         # Retention: published events and finished mails past their days (and, embedded,
         # the broker's delivered messages). Off the audit's minute.
         "outbox-purge": {

@@ -12,6 +12,7 @@ from config import get_settings
 from worker.accounts import runway as runways
 from worker.db.base import new_id
 from worker.db.session import UnitOfWork
+from worker.fx import service as fx
 from worker.kernel import validation
 from worker.kernel.clock import isoformat
 from worker.kernel.clock import now as clock_now
@@ -103,13 +104,10 @@ def view(account: Account, as_of: datetime | None = None) -> dict[str, Any]:
     """The shape `balancectl accounts show` prints (CONTRACT.md), with `runway` from the
     7 days of usage before `as_of` (default: now; worker/accounts/runway.py)."""
     cur = account.currency
+    moment = as_of or clock_now()
     session = object_session(account)
-    spend = (
-        runways.compute(session, account, as_of or clock_now()).view(cur)
-        if session is not None
-        else None
-    )
-    return {
+    spend = runways.compute(session, account, moment).view(cur) if session is not None else None
+    shown: dict[str, Any] = {
         "id": account.id,
         "name": account.name,
         "currency": cur,
@@ -140,3 +138,24 @@ def view(account: Account, as_of: datetime | None = None) -> dict[str, Any]:
             "last_alert_at": isoformat(account.alert_sent_at) if account.alert_sent_at else None,
         },
     }
+    display = _display(account, moment)
+    if display is not None:
+        shown["display"] = display
+    return shown
+
+
+def _display(account: Account, moment: datetime) -> dict[str, Any] | None:
+    """`display {currency, balance, rate, rate_date, rate_stale}` when the account is shown
+    in another currency (CONTRACT.md): the rate in force at `moment` (worker/fx/service.py)."""
+    if account.display_currency == account.currency:
+        return None
+    session = object_session(account)
+    if session is None:  # a detached account: no rates to read
+        return None
+    return fx.display(
+        session,
+        currency=account.currency,
+        shown_in=account.display_currency,
+        balance=account.balance,
+        moment=moment,
+    )

@@ -23,6 +23,8 @@ MODULES = (
     "alerts",
     "auto_reload",
     "bank",
+    "exports",
+    "fx",
     "info",
     "invoices",
     "ledger",
@@ -53,6 +55,8 @@ COMMANDS = {
     "top-up": "payments",
     "charges": "payments",
     "settlement": "settlement",
+    "export": "exports",
+    "fx": "fx",
     "refund": "refunds",
     "refunds": "refunds",
 }

@@ -62,6 +62,7 @@ def job_registry() -> dict[str, tuple[str, bool]]:
         "invoices": (task_names.INVOICES_ISSUE_DUE, True),
         "fees": (task_names.FEES_COLLECT, True),
         "refunds": (task_names.REFUNDS_SYNC, True),
+        "fx": (task_names.FX_FETCH, True),
     }
 
 
@@ -71,7 +72,7 @@ def jobs_run(
         str,
         typer.Argument(
             help="auto-reload, alerts, settlement, fees, sync, refunds, invoices, events, mail, "
-            "audit or purge"
+            "audit, purge or fx"
         ),
     ],
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO-8601 with offset.")] = None,

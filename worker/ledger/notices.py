@@ -18,8 +18,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.orm import object_session
+
 from config import get_settings
 from worker.db.session import UnitOfWork
+from worker.fx import service as fx
 from worker.kernel import clock
 from worker.kernel.money import format_amount
 from worker.ledger.models import Account
@@ -31,12 +34,17 @@ log = logging.getLogger(__name__)
 
 
 def _usd_rate(account: Account) -> Decimal | None:
+    """The display-only USD rate a mail shows: the ECB rate in force now (worker/fx), else
+    USD_DISPLAY_RATES, else none (the mail shows the account currency only)."""
     if account.display_currency != "USD" or account.currency == "USD":
         return None
-    rate = get_settings().usd_display_rates.get(account.currency)
+    session = object_session(account)
+    found = fx.rate_at(session, account.currency, "USD", clock.now()) if session else None
+    rate = found.rate if found else get_settings().usd_display_rates.get(account.currency)
     if rate is None:
         log.warning(
-            "account %s shows USD but USD_DISPLAY_RATES has no %s rate: mail shows %s only",
+            "account %s shows USD but no rate (fx import, FX_RATES_URL or USD_DISPLAY_RATES) "
+            "has %s: mail shows %s only",
             account.id,
             account.currency,
             account.currency,

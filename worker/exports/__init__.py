@@ -1,0 +1,1 @@
+"""Exports: an account's transactions and activity as .xlsx or CSV, streamed."""
