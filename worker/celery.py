@@ -44,6 +44,7 @@ TASK_MODULES = [
     "worker.invoices.tasks",
     "worker.bank.tasks",
     "worker.numbers.tasks",
+    "worker.refunds.tasks",
     "worker.wiring",  # the charge engine's outcome hooks
 ]
 

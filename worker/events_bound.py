@@ -68,10 +68,16 @@ class Episode(Protocol):
         ...
 
 
+def episode_key(queue: str) -> str:
+    """The Redis key that marks a backlog episode of the events queue `queue`: one per queue,
+    so a relay feeding another queue on the same Redis never ends this queue's episode."""
+    return f"{EPISODE_KEY}:{queue}"
+
+
 class RedisEpisode:
     """The mark is a key in the broker's Redis: one warning per episode for the fleet."""
 
-    def __init__(self, app: Any, key: str = EPISODE_KEY) -> None:
+    def __init__(self, app: Any, key: str) -> None:
         self.app = app
         self.key = key
 
@@ -131,7 +137,7 @@ def episode_for(app: Any, settings: Settings) -> Episode:
     """Where the mark of a backlog episode lives for this broker."""
     url = settings.effective_broker_url
     if url.startswith(("redis://", "rediss://")):
-        return RedisEpisode(app)
+        return RedisEpisode(app, episode_key(settings.events_queue))
     if url.startswith("sqla+"):
         return FileEpisode(settings.balance_home.resolve() / EPISODE_FILE)
     return _local

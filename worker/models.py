@@ -11,6 +11,7 @@ from worker.ledger.models import Account, LedgerAccount, LedgerTransaction, Post
 from worker.numbers.models import Number
 from worker.outbox.models import Event, Mail
 from worker.payment_methods.models import PaymentMethod
+from worker.refunds.models import Refund
 
 __all__ = [
     "Account",
@@ -26,4 +27,5 @@ __all__ = [
     "Number",
     "PaymentMethod",
     "Posting",
+    "Refund",
 ]

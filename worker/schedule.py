@@ -46,6 +46,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": task_names.PAYMENTS_SYNC_PENDING,
             **every(settings.payment_sync_interval_seconds),
         },
+        # Refunds whose answer was lost: looked up by key, never refunded again (issue 14).
+        "refunds-sync": {
+            "task": task_names.REFUNDS_SYNC,
+            **every(settings.payment_sync_interval_seconds),
+        },
         "fees-collect": {
             "task": task_names.FEES_COLLECT,
             **every(settings.fees_collect_interval_seconds),

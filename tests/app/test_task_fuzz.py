@@ -132,6 +132,21 @@ def strategies(world: dict[str, str]) -> dict[str, st.SearchStrategy[Any]]:
         "reason": _decorated(st.sampled_from(["goodwill", "correction"])),
         "as_of": _decorated(timestamps),
     }
+    # debit_many (issue 16): lists of plausible debits, some with odd members.
+    plausible["debits"] = st.lists(
+        st.one_of(
+            st.fixed_dictionaries(
+                {
+                    "account_id": plausible["account_id"],
+                    "amount": plausible["amount"],
+                    "reference": plausible["reference"],
+                },
+                optional={"description": plausible["description"]},
+            ),
+            json_values,
+        ),
+        max_size=6,
+    )
     # Mostly plausible values (so the deeper paths run), the rest anything at all.
     return {name: st.one_of(s, s, s, json_values) for name, s in plausible.items()}
 

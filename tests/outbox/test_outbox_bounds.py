@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -45,13 +46,20 @@ def _fresh_settings() -> Iterator[None]:
 
 
 @pytest.fixture
-def broker(broker_url: str) -> Iterator[redis.Redis]:
-    """The test session's Redis db, with an empty events queue and no backlog episode."""
+def broker(broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+    """The test session's Redis db, with an events queue of this test's own (so nothing else
+    relaying into `events` on this Redis can touch it), empty, and no backlog episode."""
     client = redis.Redis.from_url(broker_url)
-    queue = get_settings().events_queue
-    client.delete(queue, events_bound.EPISODE_KEY)
+    queue = f"events-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("EVENTS_QUEUE", queue)
+    reset_settings()
+    client.delete(queue, episode_key())
     yield client
-    client.delete(queue, events_bound.EPISODE_KEY)
+    client.delete(queue, episode_key())
+
+
+def episode_key() -> str:
+    return events_bound.episode_key(get_settings().events_queue)
 
 
 def make_events(count: int, at: datetime | None = None) -> list[str]:
@@ -174,7 +182,7 @@ def test_one_warning_per_backlog_episode_not_one_per_run(
     assert len(lines("events relay paused")) == 1
     assert "holds 3 messages" in lines("events relay paused")[0]
     assert lines("resumed") == []
-    assert broker.exists(events_bound.EPISODE_KEY)
+    assert broker.exists(episode_key())
 
     # Consumers take one message at a time: the relay keeps topping up, still one episode.
     for _ in range(2):
@@ -183,7 +191,7 @@ def test_one_warning_per_backlog_episode_not_one_per_run(
     assert len(lines("events relay paused")) == 1
     assert unpublished() == []  # the last one went out: the backlog is over
     assert len(lines("events relay resumed")) == 1
-    assert not broker.exists(events_bound.EPISODE_KEY)
+    assert not broker.exists(episode_key())
 
     relay_task()  # nothing held back: no new line
     assert len(lines("events relay resumed")) == 1

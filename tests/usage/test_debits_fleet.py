@@ -75,3 +75,56 @@ def test_fifty_concurrent_copies_of_one_debit_move_money_once(fleet: Fleet) -> N
         assert accounts.get(uow.session, account_id).balance == Decimal("8.75")
         assert len(ledger.list_transactions(uow.session, account_id)) == 2
         assert ledger.audit(uow.session)["ok"]
+
+
+def test_five_concurrent_batches_in_different_orders_on_real_workers(fleet: Fleet) -> None:
+    """debit_many (issue 16): five messages over the same accounts, each meeting them in its
+    own order, run at once by real worker processes: no deadlock, exact balances."""
+    import random
+
+    fleet.start_worker(concurrency=3)
+    fleet.start_worker(concurrency=2)
+    fleet.wait_ready()
+    ids = _funded_accounts(20, "100")
+    batches = []
+    for n in range(5):
+        debits = [
+            {"account_id": ids[i], "amount": "0.0057", "reference": f"b{n}-{i}-{k}"}
+            for i in range(20)
+            for k in range(10)
+        ]
+        random.Random(n).shuffle(debits)
+        batches.append(debits)
+    sigs = [app.signature("balance.usage.debit_many", kwargs={"debits": b}) for b in batches]
+    replies = group(sigs).apply_async().get(timeout=120)
+    assert [r["ok"] for r in replies] == [200] * 5
+    # The same five again (a redelivery): all duplicates, nothing moves.
+    again = group(sigs).apply_async().get(timeout=120)
+    assert [r["duplicate"] for r in again] == [200] * 5
+    with unit_of_work() as uow:
+        for account_id in ids:
+            assert accounts.get(uow.session, account_id).balance == Decimal("99.715")  # 50 x
+        report = ledger.audit(uow.session)
+    assert report["ok"], report
+    assert report["transactions_checked"] == 20 + 1000
+
+
+def test_the_batcher_through_redis_to_real_workers(fleet: Fleet) -> None:
+    from worker.client import DebitBatcher
+
+    fleet.start_worker(concurrency=2)
+    fleet.start_worker(concurrency=2)
+    fleet.wait_ready()
+    ids = _funded_accounts(10, "10")
+    with DebitBatcher(app, max_batch=100, max_wait_ms=20) as batcher:
+        futures = [batcher.submit(ids[i % 10], "0.01", f"m-{i}") for i in range(500)]
+        repeats = [batcher.submit(ids[i % 10], "0.01", f"m-{i}") for i in range(10)]
+        results = [f.result(timeout=120) for f in futures]
+        repeated = [f.result(timeout=120) for f in repeats]
+    assert {r["status"] for r in results} == {"ok"}
+    assert [r["reference"] for r in results] == [f"m-{i}" for i in range(500)]
+    assert {r["status"] for r in repeated} == {"duplicate"}
+    with unit_of_work() as uow:
+        for account_id in ids:
+            assert accounts.get(uow.session, account_id).balance == Decimal("9.50")
+        assert ledger.audit(uow.session)["ok"]

@@ -29,6 +29,7 @@ MODULES = (
     "numbers",
     "ops",
     "payments",
+    "refunds",
     "settlement",
 )
 
@@ -51,6 +52,8 @@ COMMANDS = {
     "methods": "payments",
     "top-up": "payments",
     "charges": "payments",
+    "refund": "refunds",
+    "refunds": "refunds",
     "settlement": "settlement",
 }
 

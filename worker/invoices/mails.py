@@ -85,6 +85,7 @@ def _fields(invoice: Invoice) -> dict[str, Any]:
         "issuer": mail_templates.one_line(str(invoice.issuer.get("name", ""))),
         "instructions": invoice.instructions,
         "method": method_name(invoice.method, locale),
+        "corrects": (invoice.instructions or {}).get("corrects_number") or invoice.corrects,
     }
 
 
@@ -95,7 +96,10 @@ def _outbox_time(moment: datetime) -> datetime:
 
 def issued(uow: UnitOfWork, account: Account, invoice: Invoice, now: datetime) -> None:
     """Mail a pro-forma (instructions) or a final invoice (PDF attached), once per invoice."""
-    kind = "invoice_proforma" if invoice.kind == InvoiceKind.PROFORMA else "invoice_final"
+    kind = {
+        InvoiceKind.PROFORMA: "invoice_proforma",
+        InvoiceKind.CREDIT_NOTE: "invoice_credit_note",
+    }.get(InvoiceKind(invoice.kind), "invoice_final")
     try:
         subject, text = _render(invoice.locale, kind, _fields(invoice))
     except Exception:  # a template bug must never roll back the payment it reports

@@ -57,6 +57,7 @@ SERIES_OF = {
 # Open pro-formas of an account, oldest first: what an incoming transfer is matched against.
 _OPEN = f"status = '{InvoiceStatus.OPEN}'"
 _PENDING = f"status = '{InvoiceStatus.PENDING}'"
+_ONE_PER_CHARGE = f"kind <> '{InvoiceKind.CREDIT_NOTE}'"
 
 
 class Invoice(Base):
@@ -68,8 +69,16 @@ class Invoice(Base):
         CheckConstraint(
             "(number IS NULL) = (status = 'pending')", name="ck_invoices_numbered_unless_pending"
         ),
-        # One pro-forma and one final per charge.
-        Index("uq_invoices_charge_kind", "charge_id", "kind", unique=True),
+        # One pro-forma and one final per charge (a charge may have several credit notes:
+        # one per partial refund).
+        Index(
+            "uq_invoices_charge_kind",
+            "charge_id",
+            "kind",
+            unique=True,
+            postgresql_where=text(_ONE_PER_CHARGE),
+            sqlite_where=text(_ONE_PER_CHARGE),
+        ),
         Index(
             "ix_invoices_open",
             "account_id",

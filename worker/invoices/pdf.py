@@ -175,7 +175,8 @@ def render(invoice: Invoice) -> bytes:
     pdf.pair(labels["date"], moment.date().isoformat())
     pdf.pair(labels["status"], invoice.status)
     if invoice.corrects:
-        pdf.pair(labels["corrects"], invoice.corrects)
+        corrected = (invoice.instructions or {}).get("corrects_number") or invoice.corrects
+        pdf.pair(labels["corrects"], str(corrected))
     pdf.ln(4)
     pdf.text_line(labels["issuer"], bold=True)
     pdf.text_line(str(issuer.get("name", "")))

@@ -201,6 +201,11 @@ def payment_instructions(account: Account, currency: str) -> dict[str, Any] | No
     }
 
 
+def issuer() -> dict[str, Any]:
+    """INVOICE_ISSUER as invoices copy it: `{name, address, vat_id}`."""
+    return _issuer()
+
+
 def _issuer() -> dict[str, Any]:
     issuer = bank_settings.issuer(get_settings().invoice_issuer_json)
     return {"name": issuer.name, "address": issuer.address, "vat_id": issuer.vat_id}
@@ -344,6 +349,52 @@ def issue_final(
     else:
         uow.session.add(invoice)
     return invoice
+
+
+def issue_credit_note(
+    uow: UnitOfWork,
+    account: Account,
+    *,
+    charge: Charge,
+    amount: Any,
+    refund_id: str,
+    now: datetime,
+) -> Invoice:
+    """The credit note of a refund (`CN-YYYY-NNNNNN`, gap-free, issued and mailed now),
+    naming in `corrects` the final invoice of the refunded charge. A final invoice still
+    pending (a card payment not yet settled) is issued first: a credit note must name a
+    numbered invoice. Once per refund (`payment_reference` holds the refund id)."""
+    existing = uow.session.scalars(
+        select(Invoice).where(
+            Invoice.kind == InvoiceKind.CREDIT_NOTE, Invoice.payment_reference == refund_id
+        )
+    ).one_or_none()
+    if existing is not None:
+        return existing
+    final = of_charge(uow.session, charge.id, InvoiceKind.FINAL)
+    if final is not None and final.status == InvoiceStatus.PENDING:
+        issue_pending(uow, lock(uow.session, final.id), now)
+    note = _new(
+        account,
+        kind=InvoiceKind.CREDIT_NOTE,
+        status=InvoiceStatus.ISSUED,
+        amount=amount,
+        currency=charge.currency,
+        method=method_of(charge),
+        charge_id=charge.id,
+        now=now,
+    )
+    note.corrects = final.id if final is not None else None
+    note.payment_reference = refund_id
+    note.instructions = {
+        "refund_id": refund_id,
+        "corrects_number": final.number if final is not None else None,
+    }
+    note.paid_at = now
+    _number(uow, note, InvoiceStatus.ISSUED, now)
+    uow.session.add(note)
+    mails.issued(uow, account, note, now)
+    return note
 
 
 def issue_pending(uow: UnitOfWork, invoice: Invoice, now: datetime) -> bool:

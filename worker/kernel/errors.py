@@ -107,3 +107,21 @@ class NumberUnavailable(DomainError):
     """The MSISDN is held by an account (a number belongs to one account at a time)."""
 
     code = "number_unavailable"
+
+
+class NotRefundable(DomainError):
+    """The charge did not succeed (or is not a charge money can go back to)."""
+
+    code = "not_refundable"
+
+
+class NothingToRefund(DomainError):
+    """Everything the charge took has been refunded already (or is being refunded)."""
+
+    code = "nothing_to_refund"
+
+
+class RefundState(DomainError):
+    """The refund is not in a state that allows this (details for a card refund)."""
+
+    code = "refund_state"

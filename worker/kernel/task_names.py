@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 USAGE_DEBIT: Final = "balance.usage.debit"
+USAGE_DEBIT_MANY: Final = "balance.usage.debit_many"
 LEDGER_ADJUST: Final = "balance.ledger.adjust"
 LEDGER_AUDIT: Final = "balance.ledger.audit"
 EVENTS_RELAY: Final = "balance.events.relay"
@@ -24,5 +25,7 @@ ALERTS_SCAN: Final = "balance.alerts.scan"
 SETTLEMENT_ROLL_FORWARD: Final = "balance.settlement.roll_forward"
 INVOICES_ISSUE_DUE: Final = "balance.invoices.issue_due"
 BANK_TRANSFER_RECEIVED: Final = "balance.bank.transfer_received"
+PAYMENTS_REFUND: Final = "balance.payments.refund"
+REFUNDS_SYNC: Final = "balance.refunds.sync"
 FEES_COLLECT: Final = "balance.fees.collect"
 FEES_COLLECT_ACCOUNT: Final = "balance.fees.collect_account"

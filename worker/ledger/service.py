@@ -139,15 +139,19 @@ def customer_ledger_id(session: Session, account_id: str) -> int:
     ).scalar_one()
 
 
+# Built once, like _LOCK_ACCOUNT: every debit asks it (issue 16: no per-call construction).
+_FIND_TRANSACTION = select(LedgerTransaction).where(
+    LedgerTransaction.account_id == bindparam("account_id"),
+    LedgerTransaction.kind == bindparam("kind"),
+    LedgerTransaction.reference == bindparam("reference"),
+)
+
+
 def find_transaction(
     session: Session, account_id: str, kind: str, reference: str
 ) -> LedgerTransaction | None:
     return session.scalars(
-        select(LedgerTransaction).where(
-            LedgerTransaction.account_id == account_id,
-            LedgerTransaction.kind == kind,
-            LedgerTransaction.reference == reference,
-        )
+        _FIND_TRANSACTION, {"account_id": account_id, "kind": kind, "reference": reference}
     ).one_or_none()
 
 
@@ -362,6 +366,10 @@ def _apply_depletion_rule(
         account.status = "active"
         account.suspension_reason = None
         events.record(uow, "account.reactivated", account.id, data, now)
+
+
+# Public for worker/ledger/bulk.py (many debits in one go): the same rule, not a copy.
+apply_depletion_rule = _apply_depletion_rule
 
 
 def reload_if_crossed(uow: UnitOfWork, account: Account, before: Decimal) -> None:

@@ -120,7 +120,11 @@ class PspAdapter(Protocol):
         Raises TransportError when the PSP cannot be asked right now."""
         ...
 
-    def refund(self, request: RefundRequest) -> RefundResult: ...
+    def refund(self, request: RefundRequest) -> RefundResult:
+        """Refund part or all of the charge `request.charge_reference`, once per refund key
+        (a repeated key answers the first result). Never raises for a decline; an answer
+        lost after the PSP acted is `unknown` (resolve it with `LooksUpRefunds`)."""
+        ...
 
 
 @runtime_checkable
@@ -131,6 +135,19 @@ class ReportsSettlement(Protocol):
 
     def settlement_status(self, psp_reference: str) -> SettlementStatus:
         """The settlement of the charge `psp_reference` (as `ChargeResult.psp_reference`).
+
+        Raises TransportError when the PSP cannot be asked right now."""
+        ...
+
+
+@runtime_checkable
+class LooksUpRefunds(Protocol):
+    """An adapter that can say what became of a refund by our refund key (the refunds
+    janitor resolves an `unknown` answer this way, never by refunding again). Optional:
+    check with `isinstance(adapter, LooksUpRefunds)`."""
+
+    def lookup_refund(self, idempotency_key: str) -> RefundResult | None:
+        """The PSP's record of the refund with this key; None if it never received it.
 
         Raises TransportError when the PSP cannot be asked right now."""
         ...

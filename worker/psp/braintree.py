@@ -75,4 +75,13 @@ class BraintreeSandbox:
 
     def refund(self, request: RefundRequest) -> RefundResult:
         # The charge by its reference (as a PSP refunds a transaction id), once per refund key.
-        return self.remote.refund(request)
+        try:
+            return self.remote.refund(request)
+        except TransportError as exc:
+            if exc.sent:
+                return RefundResult(Outcome.UNKNOWN, None, "timeout", str(exc))
+            return RefundResult(Outcome.NOT_ATTEMPTED, None, "unreachable", str(exc))
+
+    def lookup_refund(self, idempotency_key: str) -> RefundResult | None:
+        """The sandbox's record of the refund with this key (None: never received)."""
+        return self.remote.lookup_refund(idempotency_key)

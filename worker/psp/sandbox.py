@@ -201,7 +201,7 @@ class RemoteSide:
         if stored is None:  # processor unavailable: nothing was recorded
             return ChargeResult(Outcome.NOT_ATTEMPTED, None, code, msg)
         result = self._result(stored)
-        if result.outcome is Outcome.SUCCEEDED and self._times_out(request):
+        if result.outcome is Outcome.SUCCEEDED and self.times_out(request):
             raise TransportError("read timed out after the PSP accepted the charge", sent=True)
         return result
 
@@ -252,26 +252,37 @@ class RemoteSide:
     def refund(self, request: RefundRequest) -> RefundResult:
         """Refund a succeeded charge found by its reference, at most what it has left, once
         per refund key (a repeat returns the first answer). Refunds are rows of their own
-        under `<psp>:refund`. Not atomic across its statements: a stub for one caller."""
+        under `<psp>:refund`. Not atomic across its statements: a stub for one caller.
+
+        As the sandbox: a refund amount in the decline range (2000.00-2999.99) is declined
+        with that processor response (our fixture of Braintree's "refund declined by the
+        processor" test amounts); a PSP_STUB_TIMEOUT_AMOUNTS amount is refunded, then the
+        answer is lost (TransportError, sent=True)."""
         refunds = f"{self.psp}:refund"
+        outcome, code, msg = sandbox_result(request.amount_minor, request.currency)
+        declined = outcome is Outcome.DECLINED
         with self.engine.begin() as conn:
             earlier = conn.execute(
                 _FIND, {"psp": refunds, "key": request.idempotency_key}
             ).one_or_none()
             if earlier is None:
                 charges = remote_charges.c
-                taken = conn.execute(
-                    update(remote_charges)
-                    .where(
-                        charges.psp == self.psp,
-                        charges.reference == request.charge_reference,
-                        charges.outcome == Outcome.SUCCEEDED.value,
-                        charges.currency == request.currency,
-                        charges.refunded_minor + request.amount_minor <= charges.amount_minor,
-                    )
-                    .values(refunded_minor=charges.refunded_minor + request.amount_minor)
-                    .returning(charges.reference)
-                ).one_or_none()
+                taken = None
+                if not declined:
+                    taken = conn.execute(
+                        update(remote_charges)
+                        .where(
+                            charges.psp == self.psp,
+                            charges.reference == request.charge_reference,
+                            charges.outcome == Outcome.SUCCEEDED.value,
+                            charges.currency == request.currency,
+                            charges.refunded_minor + request.amount_minor <= charges.amount_minor,
+                        )
+                        .values(refunded_minor=charges.refunded_minor + request.amount_minor)
+                        .returning(charges.reference)
+                    ).one_or_none()
+                if not declined and taken is None:
+                    code, msg = "not_refundable", "no succeeded charge with that much left"
                 row = self._row(
                     ChargeRequest(
                         request.idempotency_key,
@@ -282,16 +293,33 @@ class RemoteSide:
                     ),
                     Outcome.SUCCEEDED if taken else Outcome.DECLINED,
                     f"rf_{uuid.uuid4().hex[:16]}",
-                    None if taken else "not_refundable",
-                    None if taken else "no succeeded charge with that much left",
+                    None if taken else code,
+                    None if taken else msg,
                     psp=refunds,
                 )
                 conn.execute(_insert(conn), row)
                 earlier = conn.execute(
                     _FIND, {"psp": refunds, "key": request.idempotency_key}
                 ).one()
-        reference = earlier.reference if earlier.outcome == Outcome.SUCCEEDED.value else None
-        return RefundResult(Outcome(earlier.outcome), reference, earlier.code, earlier.text)
+        if self.latency:  # a slow answer, after the refund was made (as for charges)
+            time.sleep(self.latency)
+        result = self._refund_result(earlier)
+        if result.outcome is Outcome.SUCCEEDED and self.times_out(request):
+            raise TransportError("read timed out after the PSP accepted the refund", sent=True)
+        return result
+
+    def lookup_refund(self, idempotency_key: str) -> RefundResult | None:
+        """The refund recorded under this refund key, or None if none was ever received."""
+        with self.engine.connect() as conn:
+            stored = conn.execute(
+                _FIND, {"psp": f"{self.psp}:refund", "key": idempotency_key}
+            ).one_or_none()
+        return None if stored is None else self._refund_result(stored)
+
+    @staticmethod
+    def _refund_result(stored: Any) -> RefundResult:
+        reference = stored.reference if stored.outcome == Outcome.SUCCEEDED.value else None
+        return RefundResult(Outcome(stored.outcome), reference, stored.code, stored.text)
 
     def count(self, idempotency_key: str | None = None) -> int:
         """How many charges the remote side holds (tests prove 'never twice' with it)."""
@@ -331,7 +359,7 @@ class RemoteSide:
     def _result(stored: Any) -> ChargeResult:
         return ChargeResult(Outcome(stored.outcome), stored.reference, stored.code, stored.text)
 
-    def _times_out(self, request: ChargeRequest) -> bool:
+    def times_out(self, request: ChargeRequest | RefundRequest) -> bool:
         amount = Decimal(request.amount_minor).scaleb(-exponent(request.currency))
         if amount in self.timeout_amounts:
             return True

@@ -39,7 +39,7 @@ from worker.kernel.money import format_amount
 from worker.ledger import service as ledger
 from worker.ledger.models import Account
 from worker.outbox import events
-from worker.settlement import timing
+from worker.settlement import paid_out, timing
 
 log = logging.getLogger(__name__)
 
@@ -318,19 +318,24 @@ def report(session: Session, as_of: datetime) -> dict[str, Any]:
                 }
             )
     booked = ledger.system_balances(session, "psp_")
+    refunds = paid_out.refunded(session, as_of)
     figures = {
         (psp, cur): (Decimal(avail), Decimal(pend), int(overdue), int(unscheduled))
         for psp, cur, avail, pend, overdue, unscheduled in rows
     }
-    keys = sorted(set(figures) | {(m.psp, m.currency) for m in merchant_accounts()})
+    keys = sorted(set(figures) | set(refunds) | {(m.psp, m.currency) for m in merchant_accounts()})
     accounts_out = []
     for psp, cur in keys:
         available, pending, overdue, unscheduled = figures.get(
             (psp, cur), (Decimal(0), Decimal(0), 0, 0)
         )
+        # Refunds paid come out of the available funds (issue 14); the reserve is kept
+        # from what is left, and nothing is payable while refunds took it below zero.
+        refunded_here = refunds.get((psp, cur), Decimal(0))
+        available -= refunded_here
         merchant = merchant_for(psp, cur)
         reserve = merchant.minimum_balance
-        reserved = min(available, reserve)
+        reserved = max(min(available, reserve), Decimal(0))
         accounts_out.append(
             {
                 "psp": psp,
@@ -339,9 +344,11 @@ def report(session: Session, as_of: datetime) -> dict[str, Any]:
                 "timezone": merchant.timezone,
                 "pending": format_amount(pending, cur),
                 "available": format_amount(available, cur),
+                "refunded": format_amount(refunded_here, cur),
+                "negative": available < 0,
                 "minimum_balance": format_amount(reserve, cur),
                 "reserved": format_amount(reserved, cur),
-                "payable": format_amount(available - reserved, cur),
+                "payable": format_amount(max(available - reserved, Decimal(0)), cur),
                 "overdue": overdue,
                 "unscheduled": unscheduled,
                 "next": upcoming.get((psp, cur), []),
