@@ -292,3 +292,32 @@ def test_resume_restores_numbers_a_depletion_suspended() -> None:
     with unit_of_work() as uow:
         assert uow.session.get(Number, number_id).status == "active"  # type: ignore[union-attr]
     assert len(_events(account_id, "number.restored")) == 1
+
+
+def test_debit_many_refuses_an_operator_suspended_account_alone() -> None:
+    """`balance.usage.debit_many` judges each debit with the rules of `usage.debit`: the
+    suspended account's debit is refused with `account_suspended`, the others go through."""
+    from worker.usage import batch
+
+    held = _create("Held")
+    free = _create("Free")
+    _credit(held, "10")
+    _credit(free, "10")
+    with unit_of_work() as uow:
+        admin.suspend(uow, account_id=held, reason="review", now=T0)
+    with unit_of_work() as uow:
+        out = batch.debit_many(
+            uow,
+            debits=[
+                {"account_id": held, "amount": "1", "reference": "a"},
+                {"account_id": free, "amount": "1", "reference": "b"},
+            ],
+            now=T0,
+        )
+    refused, ok = out["results"]
+    assert refused["status"] == "refused"
+    assert refused["error"]["code"] == "account_suspended"
+    assert refused["error"]["field"] == "account_id"
+    assert ok["status"] == "ok"
+    assert _show(held)["balance"] == "10.00"
+    assert _show(free)["balance"] == "9.00"

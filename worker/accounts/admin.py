@@ -27,6 +27,7 @@ from worker.accounts import service as accounts
 from worker.db.session import UnitOfWork
 from worker.kernel import validation
 from worker.kernel.errors import ValidationError
+from worker.kernel.money import format_amount
 from worker.ledger import hooks as ledger_hooks
 from worker.ledger import service as ledger
 from worker.ledger.models import Account, LedgerTransaction
@@ -40,8 +41,6 @@ STATUSES = ("active", "suspended")
 
 def row(account: Account) -> dict[str, Any]:
     """One account as `accounts list` prints it: no runway (one query per row otherwise)."""
-    from worker.kernel.money import format_amount
-
     return {
         "id": account.id,
         "name": account.name,

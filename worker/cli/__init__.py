@@ -54,6 +54,8 @@ COMMANDS = {
     "methods": "payments",
     "top-up": "payments",
     "charges": "payments",
+    "refund": "refunds",
+    "refunds": "refunds",
     "settlement": "settlement",
     "export": "exports",
     "fx": "fx",

@@ -53,6 +53,7 @@ class LockedAccount:
     auto_reload_enabled: bool
     auto_reload_threshold: Decimal | None
     ledger_account_id: int
+    suspension_reason: str | None = None  # `admin`: usage refused (worker/accounts/admin.py)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ def lock_accounts(session: Session, account_ids: Sequence[str]) -> dict[str, Loc
             _ACCOUNTS.c.currency,
             _ACCOUNTS.c.balance,
             _ACCOUNTS.c.status,
+            _ACCOUNTS.c.suspension_reason,
             _ACCOUNTS.c.auto_reload_enabled,
             _ACCOUNTS.c.auto_reload_threshold,
             _LEDGER_ACCOUNTS.c.id.label("ledger_account_id"),
@@ -99,6 +101,7 @@ def lock_accounts(session: Session, account_ids: Sequence[str]) -> dict[str, Loc
             balance=row.balance,
             locked_balance=row.balance,
             status=row.status,
+            suspension_reason=row.suspension_reason,
             auto_reload_enabled=row.auto_reload_enabled,
             auto_reload_threshold=row.auto_reload_threshold,
             ledger_account_id=row.ledger_account_id,

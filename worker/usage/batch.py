@@ -27,6 +27,7 @@ from worker.db.base import new_id
 from worker.db.session import UnitOfWork
 from worker.kernel import validation
 from worker.kernel.errors import (
+    AccountSuspended,
     DomainError,
     InsufficientFunds,
     NotFound,
@@ -179,6 +180,11 @@ def _judge(
             )
             return _refused(error, p, shown, currency)
         return _done(p, "duplicate", txn_id, balance_after, currency)
+    if account.suspension_reason == "admin":  # as `usage.debit` (issue 18)
+        suspended = AccountSuspended(
+            "account_id", f"account {p.account_id} is suspended by an operator: no usage is debited"
+        )
+        return _refused(suspended, p, shown, currency)
     if account.balance - p.amount < 0:
         refusal = InsufficientFunds(
             "amount",
