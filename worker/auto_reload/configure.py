@@ -65,6 +65,7 @@ def configure(
     account.auto_reload_failing_at = None
     account.auto_reload_backoff_until = None
     account.auto_reload_capped_until = None
+    account.auto_reload_action_required_at = None
     account.updated_at = now
     events.record(
         uow,

@@ -53,7 +53,11 @@ def top_up(
             found = adapter.lookup(charge.idempotency_key)
         except TransportError:
             found = None
-        if found is not None and found.outcome in (Outcome.SUCCEEDED, Outcome.DECLINED):
+        if found is not None and found.outcome in (
+            Outcome.SUCCEEDED,
+            Outcome.DECLINED,
+            Outcome.REQUIRES_ACTION,
+        ):
             charge = engine.apply(uow, charge.id, found, now_fn())
             uow.commit()
     account = accounts.get(uow.session, charge.account_id)

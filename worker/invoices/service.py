@@ -37,6 +37,7 @@ from worker.accounts import service as accounts
 from worker.charges import engine
 from worker.charges.engine import Recorded
 from worker.charges.models import Charge
+from worker.charges.states import TERMINAL
 from worker.db.base import new_id
 from worker.db.session import UnitOfWork
 from worker.invoices import mails, numbering
@@ -537,7 +538,7 @@ def void(uow: UnitOfWork, invoice_id: object, now: datetime) -> dict[str, Any]:
     invoice.updated_at = now
     if invoice.charge_id is not None:
         charge = engine.lock(uow.session, invoice.charge_id)
-        if charge.status not in ("succeeded", "declined", "failed"):
+        if charge.status not in TERMINAL:
             engine.fail(uow, charge, "voided", f"pro-forma {invoice.number} voided", now)
     events.record(
         uow,

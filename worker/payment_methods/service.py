@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from worker.accounts import service as accounts
 from worker.db.base import new_id
 from worker.db.session import UnitOfWork
-from worker.kernel import validation
+from worker.kernel import task_names, validation
 from worker.kernel.clock import isoformat
 from worker.kernel.errors import NotFound, PaymentMethodInUse, PaymentMethodRefused, ValidationError
 from worker.kernel.validation import refuse_pan
@@ -125,6 +125,11 @@ def add(
                     other.is_default = False
                 uow.session.flush()
                 holder.is_default = True
+            if make_default and account.auto_reload_action_required_at is not None:
+                # The same card entered afresh and authenticated (3-D Secure): the new vault
+                # token is the one the cardholder confirmed, so reloads charge that one.
+                holder.token = vaulted.token
+                _resume_auto_reload(uow, account, holder, now)
             return view(holder)
         if holder is not None:
             raise PaymentMethodInUse("nonce", IN_USE)
@@ -171,7 +176,41 @@ def add(
         },
         now,
     )
+    if is_default:
+        _resume_auto_reload(uow, account, method, now)
     return view(method)
+
+
+def _resume_auto_reload(
+    uow: UnitOfWork, account: Account, method: PaymentMethod, now: datetime
+) -> None:
+    """Issue 17: an auto-reload paused because a reload needed the cardholder (3-D Secure,
+    `auto_reload_action_required_at`) resumes when the customer adds a new default method
+    (`methods add ... --default`, a fresh nonce): it reloads with that method from now on,
+    `auto_reload.resumed` is written, and a reload is asked for at once when the balance is
+    below the threshold (as `auto-reload set` does). Anything else: nothing changes.
+    `account` is locked by the caller."""
+    if account.auto_reload_action_required_at is None or not on_demand(method):
+        return
+    account.auto_reload_action_required_at = None
+    account.updated_at = now
+    previous = account.auto_reload_method_id
+    if account.auto_reload_enabled:
+        account.auto_reload_method_id = method.id
+    events.record(
+        uow,
+        "auto_reload.resumed",
+        account.id,
+        {
+            "reason": "new_default_method",
+            "payment_method_id": method.id,
+            "previous_payment_method_id": previous,
+        },
+        now,
+    )
+    threshold = account.auto_reload_threshold
+    if account.auto_reload_enabled and threshold is not None and account.balance < threshold:
+        uow.enqueue(task_names.AUTO_RELOAD_RELOAD_NOW, account.id)
 
 
 def list_for(session: Session, account_id: str) -> list[dict[str, Any]]:
@@ -234,6 +273,7 @@ def set_default(
         },
         now,
     )
+    _resume_auto_reload(uow, account, method, now)
     return view(method)
 
 

@@ -129,6 +129,8 @@ def refuse_special_nonces(nonce: Nonce) -> None:
 def sandbox_result(amount_minor: int, currency: str) -> tuple[Outcome, str | None, str | None]:
     """Braintree's sandbox amount table (the amount in major units decides)."""
     amount = Decimal(amount_minor).scaleb(-exponent(currency))
+    if amount == Decimal("2099.00"):  # processor response 2099: 3-D Secure needed (issue 17)
+        return Outcome.REQUIRES_ACTION, "2099", "Cardholder Authentication Required"
     if Decimal("2000.00") <= amount <= Decimal("2999.99"):
         code = int(amount)
         return Outcome.DECLINED, str(code), _DECLINE_TEXTS.get(code, "Processor Declined")
