@@ -557,8 +557,12 @@ def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) 
         first = charge.status != "pending"
         move(charge, "pending", now)
         charge.lease_until = None
-        on_demand = get_adapter(charge.psp).on_demand
-        charge.next_attempt_at = now + SYNC_SCHEDULE[0] if on_demand else None
+        # The janitor looks a pending charge up when the PSP completes it (a card still
+        # authorizing, a WeChat Pay QR code the payer has not paid yet); a bank transfer is
+        # completed by reconciliation, never by a look-up.
+        adapter = get_adapter(charge.psp)
+        polls = adapter.on_demand or bool(getattr(adapter, "polls_pending", False))
+        charge.next_attempt_at = now + SYNC_SCHEDULE[0] if polls else None
         if first:
             events.record(uow, "charge.pending", charge.account_id, data, now)
     elif result.outcome is Outcome.NOT_ATTEMPTED:

@@ -95,7 +95,7 @@ class Invoice(Base):
     number: Mapped[str | None] = mapped_column(String(32), unique=True)
     amount: Mapped[Decimal]
     currency: Mapped[str] = mapped_column(String(3))
-    # card, paypal, bank_transfer, out_of_band, unapplied_funds
+    # card, paypal, wechat_pay, bank_transfer, out_of_band, unapplied_funds
     method: Mapped[str] = mapped_column(String(32))
     proforma_id: Mapped[str | None] = mapped_column(String(40))  # a final's pro-forma
     corrects: Mapped[str | None] = mapped_column(String(40))  # a credit note's final invoice

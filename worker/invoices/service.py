@@ -7,6 +7,7 @@ Timing by method (seed 001, "請求書の作成" / "生成发票"):
 | bank transfer | pro-forma `PF-` `open`, mailed     | pro-forma `paid`, final `INV-` issued       |
 |               | with the payment instructions     | and mailed, `invoice.paid`                 |
 | PayPal        | -                                 | final issued and mailed at once            |
+| WeChat Pay    | - (the QR code is the request)    | final issued and mailed at once when paid  |
 | card          | -                                 | final `pending` (no number, no PDF) until   |
 |               |                                   | the PSP settles it, at the latest          |
 |               |                                   | CARD_INVOICE_MAX_DELAY after the success   |
@@ -56,14 +57,16 @@ log = logging.getLogger(__name__)
 BANK_TRANSFER = "bank_transfer"
 PAYPAL = "paypal"
 CARD = "card"
+WECHAT_PAY = "wechat_pay"
 
 
 def method_of(charge: Charge) -> str:
-    """The invoice method of a charge: bank transfer, PayPal, or card (every other PSP)."""
+    """The invoice method of a charge: bank transfer, PayPal, WeChat Pay, or card (every
+    other PSP)."""
     if charge.psp == BANK_TRANSFER:
         return BANK_TRANSFER
-    if charge.psp == PAYPAL:
-        return PAYPAL
+    if charge.psp in (PAYPAL, WECHAT_PAY):
+        return charge.psp
     return CARD
 
 
@@ -408,14 +411,14 @@ def on_charge_outcome(uow: UnitOfWork, charge: Charge, recorded: Recorded) -> No
         if proforma is not None and proforma.status == InvoiceStatus.OPEN:
             _mark_paid(uow, proforma, final, now)
         return
-    if method == PAYPAL:
+    if method in (PAYPAL, WECHAT_PAY):  # paid in full when it succeeds: nothing to wait for
         issue_final(
             uow,
             account,
             charge=charge,
             amount=charge.amount,
             currency=charge.currency,
-            method=PAYPAL,
+            method=method,
             now=now,
             reference=charge.psp_reference,
         )

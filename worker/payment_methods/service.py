@@ -35,6 +35,14 @@ NOT_ON_DEMAND = (
     "a bank transfer cannot be the default: only a card or PayPal account can be charged on "
     "demand (name a bank transfer with --method / payment_method_id when you top up)"
 )
+NOT_ON_DEMAND_WECHAT = (
+    "WeChat Pay cannot be the default: each payment is a QR code the payer scans, so only a "
+    "card or PayPal account can be charged on demand (name it with --method when you top up)"
+)
+
+
+def _not_on_demand(psp: str) -> str:
+    return NOT_ON_DEMAND_WECHAT if psp == "wechat_pay" else NOT_ON_DEMAND
 
 
 def on_demand(method: PaymentMethod) -> bool:
@@ -85,15 +93,17 @@ def add(
 ) -> dict[str, Any]:
     """Vault a nonce at the PSP and save the token; prints it (`view`).
 
-    The first card or PayPal account of an account becomes its default; a bank transfer
-    never does by itself, and `make_default` on one is refused (field `default`).
+    The first card or PayPal account of an account becomes its default; a bank transfer or
+    WeChat Pay never does by itself, and `make_default` on one is refused (field `default`).
+    WeChat Pay only for an account whose country is in the adapter's `allowed_countries`
+    (field `country`). A new default resumes an auto-reload paused for 3-D Secure.
     Raises ValidationError, NotFound, PaymentMethodRefused, PaymentMethodInUse; nothing is
     written on refusal."""
     if not isinstance(psp, str) or not psp.strip():
-        raise ValidationError("psp", "is required (braintree, paypal or bank_transfer)")
+        raise ValidationError("psp", "is required (braintree, paypal, bank_transfer or wechat_pay)")
     adapter = get_adapter(validation.refuse_control(psp, "psp").strip())
     if make_default and not adapter.on_demand:
-        raise ValidationError("default", NOT_ON_DEMAND)
+        raise ValidationError("default", _not_on_demand(adapter.name))
     if adapter.on_demand:
         if not isinstance(nonce, str) or not nonce.strip():
             raise ValidationError("nonce", f"is required for {adapter.name}")
@@ -106,6 +116,15 @@ def add(
     if uow.session.new or uow.session.dirty or uow.session.deleted:
         raise RuntimeError("payment_methods.add must start its unit of work")
     known = accounts.get(uow.session, account_id)
+    allowed = getattr(adapter, "allowed_countries", None)
+    if allowed is not None and known.country not in allowed:
+        # Seeds 000/001 (Nexmo's payment page): WeChat Pay only for AU, CN, HK, ID, MY, NZ,
+        # PH and TW. Refused before the PSP is asked; nothing is written.
+        raise ValidationError(
+            "country",
+            f"{adapter.name} is only available for accounts in {', '.join(sorted(allowed))}; "
+            f"this account's country is {known.country}",
+        )
     uow.session.rollback()  # nothing written yet: hold no transaction or lock during vault
     try:
         vaulted = adapter.vault(VaultRequest(nonce=str(nonce or ""), customer_ref=known.id))
@@ -253,7 +272,7 @@ def set_default(
     account = ledger.lock_account(uow.session, account_id)
     method = get_active(uow.session, account.id, method_id, "payment_method_id")
     if not on_demand(method):
-        raise ValidationError("payment_method_id", NOT_ON_DEMAND)
+        raise ValidationError("payment_method_id", _not_on_demand(method.psp))
     get_adapter(method.psp, "payment_method_id")  # still enabled?
     if method.is_default:
         return view(method)
