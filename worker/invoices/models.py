@@ -107,6 +107,8 @@ class Invoice(Base):
     customer: Mapped[dict[str, Any]] = mapped_column(JsonType)
     instructions: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     due_at: Mapped[datetime | None]  # a pending card invoice is issued by then at the latest
+    # When `issue_due` last asked the PSP whether this pending card invoice's payment settled.
+    settlement_checked_at: Mapped[datetime | None]
     issued_at: Mapped[datetime | None]
     paid_at: Mapped[datetime | None]
     voided_at: Mapped[datetime | None]

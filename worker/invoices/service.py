@@ -9,7 +9,9 @@ Timing by method (seed 001, "請求書の作成" / "生成发票"):
 | PayPal        | -                                 | final issued and mailed at once            |
 | WeChat Pay    | - (the QR code is the request)    | final issued and mailed at once when paid  |
 | card          | -                                 | final `pending` (no number, no PDF) until   |
-|               |                                   | the PSP settles it, at the latest          |
+|               |                                   | the PSP says it settled (asked hourly), or |
+|               |                                   | our settlement made it available; at the   |
+|               |                                   | latest                                     |
 |               |                                   | CARD_INVOICE_MAX_DELAY after the success   |
 |               |                                   | (`issue_due`, the beat job)                |
 
@@ -50,7 +52,9 @@ from worker.kernel.money import format_amount
 from worker.ledger import service as ledger
 from worker.ledger.models import Account
 from worker.outbox import events
-from worker.psp.base import ChargeResult, Outcome
+from worker.psp.base import ChargeResult, Outcome, ReportsSettlement, Settlement
+from worker.psp.errors import TransportError
+from worker.psp.registry import get_adapter
 
 log = logging.getLogger(__name__)
 
@@ -444,11 +448,17 @@ def on_charge_outcome(uow: UnitOfWork, charge: Charge, recorded: Recorded) -> No
 
 
 def issue_due(uow: UnitOfWork, as_of: datetime, batch_size: int = 200) -> dict[str, Any]:
-    """Issue every pending (card) final invoice whose charge the PSP has settled, or whose
+    """Issue every pending (card) final invoice whose payment has settled, or whose
     CARD_INVOICE_MAX_DELAY has passed by `as_of`; one committed batch at a time.
 
+    Settled means: our own settlement roll-forward made it available, or the PSP says the
+    transaction settled (`settlement_status`, for adapters that report it: braintree_gateway,
+    paypal_rest), asked for each pending card invoice at most once per
+    `SETTLEMENT_CHECK_EVERY` (`_issue_settled_at_psp`). Seeds 000/001: a card invoice can take
+    up to 72 hours, while the payment is pending.
+
     Safe to run twice or concurrently: rows are claimed FOR UPDATE SKIP LOCKED and only a
-    `pending` invoice is numbered."""
+    `pending` invoice is numbered. Returns `{issued, as_of}`."""
     issued = 0
     while True:
         due = list(
@@ -473,7 +483,69 @@ def issue_due(uow: UnitOfWork, as_of: datetime, batch_size: int = 200) -> dict[s
         uow.commit()
         if len(due) < batch_size:
             break
+    issued += _issue_settled_at_psp(uow, as_of, batch_size)
     return {"issued": issued, "as_of": isoformat(as_of)}
+
+
+# How often one pending card invoice's PSP is asked whether the payment settled: Braintree
+# settles in a nightly batch, so asking every run (INVOICE_INTERVAL, 15 min) would cost a
+# PSP call per invoice per run for up to 72 hours and learn nothing more.
+SETTLEMENT_CHECK_EVERY = timedelta(hours=1)
+
+
+def _issue_settled_at_psp(uow: UnitOfWork, as_of: datetime, batch_size: int) -> int:
+    """Ask the PSP of pending card invoices (not asked in the last SETTLEMENT_CHECK_EVERY)
+    whether their payment settled, and issue those it says are; the rest wait (at the
+    latest until their `due_at`). The PSP is asked with no transaction open and no lock held;
+    each answer is applied under the invoice's row lock, in its own transaction. A PSP that
+    cannot be asked, or is no longer enabled, is asked again next time."""
+    candidates = uow.session.execute(
+        select(Invoice.id, Charge.psp, Charge.psp_reference)
+        .join(Charge, Charge.id == Invoice.charge_id)
+        .where(
+            Invoice.status == InvoiceStatus.PENDING,
+            Invoice.method == CARD,
+            Invoice.due_at > as_of,
+            Charge.psp_reference.is_not(None),
+            or_(
+                Invoice.settlement_checked_at.is_(None),
+                Invoice.settlement_checked_at <= as_of - SETTLEMENT_CHECK_EVERY,
+            ),
+        )
+        .order_by(Invoice.due_at, Invoice.id)
+        .limit(batch_size)
+    ).all()
+    uow.commit()  # no connection is held while a PSP is asked
+    issued = 0
+    for invoice_id, psp, reference in candidates:
+        if reference is None:  # excluded by the query; for the type checker
+            continue
+        try:
+            adapter = get_adapter(psp)
+        except ValidationError:  # the PSP was taken out of PSP_ENABLED: the bound will do
+            continue
+        if not isinstance(adapter, ReportsSettlement):
+            continue  # a stub or a PSP that cannot say: the 72 h bound issues it
+        try:
+            status = adapter.settlement_status(reference)
+        except TransportError as exc:
+            log.warning("invoice %s: %s settlement not known now: %s", invoice_id, psp, exc)
+            continue
+        invoice = lock(uow.session, invoice_id)
+        if invoice.status == InvoiceStatus.PENDING:
+            invoice.settlement_checked_at = as_of
+            if status.state is Settlement.SETTLED and issue_pending(uow, invoice, as_of):
+                issued += 1
+            elif status.state is Settlement.FAILED:
+                log.warning(
+                    "invoice %s: %s says the payment %s did not settle (%s)",
+                    invoice_id,
+                    psp,
+                    reference,
+                    status.psp_status,
+                )
+        uow.commit()
+    return issued
 
 
 # --- operators: pay out of band, void --------------------------------------------------------

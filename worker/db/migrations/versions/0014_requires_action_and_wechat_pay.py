@@ -1,5 +1,5 @@
 """charges may end requires_action (3-D Secure / payer action), auto-reload paused for it;
-payment methods of type wechat_pay
+payment methods of type wechat_pay; when a pending card invoice's settlement was last asked
 
 Revision ID: 0014
 Revises: 0010
@@ -51,9 +51,16 @@ def upgrade() -> None:
             nullable=True,
         ),
     )
+    op.add_column(
+        "invoices",
+        sa.Column(
+            "settlement_checked_at", worker.db.types.UtcDateTime(timezone=True), nullable=True
+        ),
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("invoices", "settlement_checked_at")
     op.drop_column("accounts", "auto_reload_action_required_at")
     with op.batch_alter_table("payment_methods") as batch:
         batch.drop_constraint("ck_pm_type", type_="check")
