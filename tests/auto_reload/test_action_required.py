@@ -301,3 +301,32 @@ def test_the_same_card_entered_again_as_default_resumes_with_its_fresh_token(
     assert _get(account_id).auto_reload_action_required_at is None
     assert _sweep(T0 + 2 * SWEEP) == 1
     assert _charges(account_id)[-1].status == "succeeded"
+
+
+def test_set_default_to_another_method_resumes_and_while_off_clears_the_pause_silently() -> None:
+    account_id, card = _account()
+    with unit_of_work() as uow:
+        paypal = payment_methods.add(
+            uow,
+            account_id=account_id,
+            psp="paypal",
+            nonce=f"fake-paypal-billing-agreement-nonce:{uuid.uuid4().hex}",
+            now=T0,
+        )["id"]
+    assert _sweep(T0) == 1
+    assert _get(account_id).auto_reload_action_required_at == T0
+    with unit_of_work() as uow:
+        payment_methods.set_default(uow, account_id=account_id, method_id=paypal, now=T0)
+    account = _get(account_id)
+    assert (account.auto_reload_action_required_at, account.auto_reload_method_id) == (None, paypal)
+    assert len(_events(account_id, "auto_reload.resumed")) == 1
+
+    # Paused again (the same sandbox amount), then auto-reload is turned off.
+    assert _sweep(T0 + SWEEP) == 1
+    assert _get(account_id).auto_reload_action_required_at == T0 + SWEEP
+    with unit_of_work() as uow:
+        configure.turn_off(uow, account_id=account_id, now=T0 + 2 * SWEEP)
+    with unit_of_work() as uow:  # a default added while off clears the pause, says nothing
+        payment_methods.set_default(uow, account_id=account_id, method_id=card, now=T0)
+    assert _get(account_id).auto_reload_action_required_at is None
+    assert len(_events(account_id, "auto_reload.resumed")) == 1

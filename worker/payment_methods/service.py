@@ -213,9 +213,10 @@ def _resume_auto_reload(
         return
     account.auto_reload_action_required_at = None
     account.updated_at = now
+    if not account.auto_reload_enabled:  # turned off meanwhile: nothing to resume
+        return
     previous = account.auto_reload_method_id
-    if account.auto_reload_enabled:
-        account.auto_reload_method_id = method.id
+    account.auto_reload_method_id = method.id
     events.record(
         uow,
         "auto_reload.resumed",
@@ -228,7 +229,7 @@ def _resume_auto_reload(
         now,
     )
     threshold = account.auto_reload_threshold
-    if account.auto_reload_enabled and threshold is not None and account.balance < threshold:
+    if threshold is not None and account.balance < threshold:
         uow.enqueue(task_names.AUTO_RELOAD_RELOAD_NOW, account.id)
 
 
@@ -266,7 +267,8 @@ def set_default(
 ) -> dict[str, Any]:
     """Make a card or PayPal method the account's default (`balancectl methods set-default`).
 
-    Returns the method (`view`). A method that is already the default changes nothing.
+    Returns the method (`view`). A method that is already the default changes nothing; a new
+    default resumes an auto-reload paused for 3-D Secure (`_resume_auto_reload`).
     Raises NotFound (`account_id`, `payment_method_id`), ValidationError
     (`payment_method_id`: a bank transfer, or a method whose PSP is not enabled)."""
     account = ledger.lock_account(uow.session, account_id)
