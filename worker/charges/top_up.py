@@ -27,7 +27,13 @@ def top_up(
     payment_method_id: object = None,
     now_fn: Callable[[], datetime] = clock.now,
 ) -> dict[str, Any]:
-    """One charge now. The charge row is committed before the PSP call."""
+    """One charge now. The charge row is committed before the PSP call.
+
+    Returns the charge (`engine.view`) with `charge_id` and the account's `balance` (decimal
+    string). `status` may be `requires_action` (3-D Secure: nothing taken, terminal; the
+    customer adds the card again) or `pending` (bank transfer: a pro-forma invoice and its
+    `payment_instructions`; WeChat Pay: `payment_instructions {psp, qr_code, psp_reference}`).
+    Raises ValidationError / NotFound / IdempotencyConflict naming the field, nothing charged."""
     if isinstance(idempotency_key, str) and idempotency_key.strip().startswith(
         engine.INTERNAL_KEYS
     ):
