@@ -111,6 +111,7 @@ def test_configure_shows_in_the_account_and_bank_transfer_is_refused() -> None:
         "threshold": "10.00",
         "amount": "20.00",
         "payment_method_id": method_id,
+        "action_required_at": None,
     }
     with unit_of_work() as uow:
         bank = payment_methods.add(uow, account_id=account_id, psp="bank_transfer", now=T0)

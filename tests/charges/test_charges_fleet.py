@@ -153,6 +153,7 @@ def test_every_sandbox_outcome_through_the_task_path(fleet: Fleet) -> None:
         (account_id, "3000.00", "failed", "3000"),  # soft: retried, then given up
         (account_id, "5001.00", "declined", "gateway_rejected"),
         (account_id, "42.00", "unknown", "timeout"),
+        (account_id, "2099.00", "requires_action", "2099"),  # 3-D Secure: nothing retried
         (paypal_id, "20.00", "succeeded", None),
         (paypal_id, "2001.00", "declined", "2001"),
         (bank_id, "500.00", "pending", None),

@@ -174,6 +174,7 @@ def test_accounts_money_commands_ledger_and_relay() -> None:
         "threshold": None,
         "amount": None,
         "payment_method_id": None,
+        "action_required_at": None,
     }
     assert shown["alerts"] == {
         "enabled": False,

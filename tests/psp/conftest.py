@@ -56,8 +56,6 @@ class Harness:
     unreachable: Callable[[], PspAdapter] | None = None
     #: a charge's money settles (a real refund needs it first)
     settle: Callable[[str], None] = lambda reference: None
-    #: the stubs answer NEEDS_ACTION as a decline until the engine handles requires_action
-    requires_action: bool = False
 
 
 def key() -> str:
@@ -181,7 +179,6 @@ def harness(request: pytest.FixtureRequest) -> Harness:
                 _braintree_settings(f"http://127.0.0.1:{free_port()}")
             ),
             settle=fake.settle,
-            requires_action=True,
         )
     if name == "paypal_rest":
         fake, url = request.getfixturevalue("paypal_world")
@@ -195,7 +192,6 @@ def harness(request: pytest.FixtureRequest) -> Harness:
             unreachable=lambda: PaypalRestAdapter(
                 _paypal_settings(f"http://127.0.0.1:{free_port()}")
             ),
-            requires_action=True,
         )
     raise AssertionError(name)
 

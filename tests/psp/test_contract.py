@@ -6,6 +6,8 @@ sandbox stubs, and the real Braintree and PayPal adapters against fakes of their
 - an answer lost after the PSP acted is `unknown`, and a look-up by the key finds the charge;
 - a decline is `declined` and takes nothing; a soft failure is `not_attempted`, takes nothing,
   and leaves nothing to find; no connection at all is `not_attempted`;
+- a charge that needs the cardholder (2099.00) is `requires_action`, takes nothing, and a
+  look-up finds it so;
 - a refund is made once per refund key, never beyond what was charged.
 
 Adapters that cannot be charged on demand (bank transfer, WeChat Pay) skip, by name, what
@@ -169,11 +171,6 @@ def test_no_connection_is_not_attempted(harness: Harness) -> None:
 def test_a_charge_needing_the_cardholder_requires_action(harness: Harness) -> None:
     h = harness
     _need_on_demand(h, "the payer acts anyway")
-    if not h.requires_action:
-        pytest.skip(
-            f"{h.name}: the stub answers 2099.00 as a decline until the engine handles "
-            "requires_action (CONTRACT.md: then it answers requires_action)"
-        )
     token, k = _method_token(h), key()
     result = h.adapter.charge(_request(k, token, NEEDS_ACTION))
     assert result.outcome is Outcome.REQUIRES_ACTION

@@ -18,6 +18,8 @@ from worker.psp.sandbox import fingerprint, parse_nonce, sandbox_result
         (200000, Outcome.DECLINED, "2000"),  # 2000.00
         (200100, Outcome.DECLINED, "2001"),  # 2001.00 -> code = integer part
         (204699, Outcome.DECLINED, "2046"),
+        (209900, Outcome.REQUIRES_ACTION, "2099"),  # 2099.00: 3-D Secure (issue 17)
+        (209901, Outcome.DECLINED, "2099"),  # 2099.01: only the exact amount asks for it
         (299999, Outcome.DECLINED, "2999"),  # 2999.99
         (300000, Outcome.NOT_ATTEMPTED, "3000"),  # 3000.00 soft
         (300099, Outcome.NOT_ATTEMPTED, "3000"),  # 3000.99

@@ -1,13 +1,16 @@
 """The WeChat Pay stub: a QR-code order that waits for the payer, found by its key from any
-process, paid later, refundable once paid."""
+process, paid later, refundable once paid; closed unpaid when its QR code expires."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
+
+import time_machine
 
 from config import Settings
 from worker.psp.base import ChargeRequest, Outcome, RefundRequest, VaultRequest
-from worker.psp.wechat_pay import QR_PREFIX, WechatPaySandbox
+from worker.psp.wechat_pay import QR_EXPIRY, QR_PREFIX, WechatPaySandbox
 
 
 def _adapter() -> WechatPaySandbox:
@@ -57,3 +60,19 @@ def test_only_a_paid_order_is_refunded() -> None:
     adapter.pay(key)
     paid = adapter.refund(RefundRequest(f"rf2-{key}", order.psp_reference, 10000, "CNY"))
     assert paid.outcome is Outcome.SUCCEEDED
+
+
+def test_an_order_unpaid_when_its_qr_code_expires_is_closed() -> None:
+    adapter, key = _adapter(), f"wx-{uuid.uuid4().hex}"
+    start = datetime.now(UTC)
+    with time_machine.travel(start, tick=False):
+        adapter.charge(ChargeRequest(key, "wechat:acc_1", 10000, "CNY", "top_up"))
+    with time_machine.travel(start + QR_EXPIRY - timedelta(seconds=1), tick=False):
+        still = adapter.lookup(key)
+    assert still is not None and still.outcome is Outcome.PENDING
+    with time_machine.travel(start + QR_EXPIRY, tick=False):
+        closed = adapter.lookup(key)
+        assert not adapter.pay(key)  # too late: the payer's scan finds it closed
+        again = _adapter().lookup(key)
+    assert closed is not None and (closed.outcome, closed.code) == (Outcome.DECLINED, "CLOSED")
+    assert again is not None and (again.outcome, again.code) == (Outcome.DECLINED, "CLOSED")

@@ -129,6 +129,13 @@ def view(account: Account, as_of: datetime | None = None) -> dict[str, Any]:
             "threshold": _opt(account.auto_reload_threshold, cur),
             "amount": _opt(account.auto_reload_amount, cur),
             "payment_method_id": account.auto_reload_method_id,
+            # Paused since then: a reload needed the cardholder (3-D Secure); a new default
+            # method resumes it. None when not paused.
+            "action_required_at": (
+                isoformat(account.auto_reload_action_required_at)
+                if account.auto_reload_action_required_at
+                else None
+            ),
         },
         "alerts": {
             "enabled": account.alerts_enabled,

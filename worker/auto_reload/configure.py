@@ -54,7 +54,8 @@ def configure(
     else:
         method = payment_methods.get_active(uow.session, account.id, method_id, "method")
     if method.type == "bank_transfer" or not get_adapter(method.psp, "method").on_demand:
-        raise ValidationError("method", "auto-reload is not available for bank transfer")
+        what = "WeChat Pay (top-ups only)" if method.type == "wechat_pay" else "bank transfer"
+        raise ValidationError("method", f"auto-reload is not available for {what}")
     account.auto_reload_enabled = True
     account.auto_reload_threshold = limit
     account.auto_reload_amount = value
@@ -65,6 +66,7 @@ def configure(
     account.auto_reload_failing_at = None
     account.auto_reload_backoff_until = None
     account.auto_reload_capped_until = None
+    account.auto_reload_action_required_at = None
     account.updated_at = now
     events.record(
         uow,

@@ -1,4 +1,5 @@
-"""Auto-reload's customer mails: turned off after declines; failing (PSP unavailable)."""
+"""Auto-reload's customer mails: turned off after declines; failing (PSP unavailable);
+paused until the cardholder authenticates (requires_action)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,37 @@ def auto_reload_failing(
         account,
         kind="auto_reload.failing",
         dedupe_key=f"auto_reload_failing:{charge_id}",
+        rendered=rendered,
+        now=now,
+    )
+
+
+def auto_reload_action_required(
+    uow: UnitOfWork,
+    account: Account,
+    *,
+    charge_id: str,
+    reload_amount: Decimal,
+    reason: str,
+    now: datetime,
+) -> Mail | None:
+    """Once per reload charge that ended `requires_action`: auto-reload is paused until the
+    customer adds their card again (a fresh nonce, authenticated) as the default."""
+    rendered = notices.render(
+        account,
+        "auto_reload.action_required",
+        lambda: mail_templates.render_auto_reload_action_required(
+            **notices.about(account),
+            reload_amount=reload_amount,
+            reason=reason,
+            occurred_at=now,
+        ),
+    )
+    return notices.queue(
+        uow,
+        account,
+        kind="auto_reload.action_required",
+        dedupe_key=f"auto_reload_action_required:{charge_id}",
         rendered=rendered,
         now=now,
     )

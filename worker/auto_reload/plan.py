@@ -236,6 +236,8 @@ def plan_account(
         return skip(account, "backoff", until=isoformat(account.auto_reload_backoff_until))
     if account.auto_reload_capped_until and account.auto_reload_capped_until > now:
         return skip(account, "capped")
+    if account.auto_reload_action_required_at is not None:  # 3-D Secure: no retries
+        return skip(account, "action_required")
 
     settings = get_settings()
     open_charge = _open_charge(session, account.id) if so_far.open else None

@@ -6,6 +6,7 @@
 | declined (auto-reload) | back-off; N in a row turn auto-reload off, the customer is told |
 | not attempted (auto-reload) | the same charge is retried after 1, 2, 4 ... min, then fails |
 | failed uncharged (reload) | back-off 1 h, x2 per one in a row, <= 24 h; 3rd: mail once |
+| requires action (auto-reload) | paused, no retries; customer mailed; a new default resumes |
 
 A reload ends `failed` uncharged when its soft retries are used up, or when the PSP's answer
 never came and the janitor finds no record of it after the lease (`not_received`): both come
@@ -63,7 +64,10 @@ def after_outcome(uow: UnitOfWork, charge: Charge, recorded: Recorded) -> None:
         return
     if charge.purpose != Purpose.AUTO_RELOAD:
         return
-    if charge.status == "declined":
+    if charge.status == "requires_action":
+        account = account or locked or ledger.lock_account(uow.session, charge.account_id)
+        action_required(uow, account, charge, now)
+    elif charge.status == "declined":
         account = account or locked or ledger.lock_account(uow.session, charge.account_id)
         account.auto_reload_declines += 1
         account.auto_reload_backoff_until = now + timedelta(
@@ -107,6 +111,51 @@ def after_close(uow: UnitOfWork, charge: Charge, was: str, now: datetime) -> Non
         return
     account = ledger.lock_account(uow.session, charge.account_id)  # after the charge's lock
     soft_exhausted(uow, account, charge, now)
+
+
+def action_required(uow: UnitOfWork, account: Account, charge: Charge, now: datetime) -> None:
+    """A reload charge ended `requires_action` (3-D Secure / SCA: Braintree 2099, PayPal
+    payer action; issue 17): the card cannot be charged without the cardholder, so retrying
+    it would only fail again. Auto-reload is paused (`auto_reload_action_required_at`: the
+    sweep skips the account, nothing is retried), `auto_reload.action_required` is written
+    and the customer is mailed, in the account's locale, to authenticate with a fresh nonce
+    (`balancectl methods add ID --psp ... --nonce ... --default`). Adding that new default
+    method resumes it (worker/payment_methods/service.py). Not a decline: the decline count
+    and the back-off are untouched. Once per pause: a second answer changes nothing.
+
+    `account` is the charge's, locked."""
+    if account.auto_reload_action_required_at is not None:
+        return
+    account.auto_reload_action_required_at = now
+    account.updated_at = now
+    events.record(
+        uow,
+        "auto_reload.action_required",
+        account.id,
+        {
+            "charge_id": charge.id,
+            "payment_method_id": charge.payment_method_id,
+            "amount": format_amount(charge.amount, charge.currency),
+            "currency": charge.currency,
+            "code": charge.decline_code,
+            "text": charge.decline_text,
+        },
+        now,
+    )
+    log.warning(
+        "auto-reload of %s paused: charge %s needs the cardholder (%s)",
+        account.id,
+        charge.id,
+        charge.decline_code,
+    )
+    notices.auto_reload_action_required(
+        uow,
+        account,
+        charge_id=charge.id,
+        reload_amount=charge.amount,
+        reason=charge.decline_text or charge.decline_code or "requires_action",
+        now=now,
+    )
 
 
 def soft_backoff(failures: int) -> timedelta:

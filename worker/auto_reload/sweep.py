@@ -32,7 +32,8 @@ def due_query(as_of: datetime) -> Any:
     A depleted account is the main case for a reload and is never skipped; only an
     operator's suspension stops automatic charging. `auto_reload_backoff_until` holds both
     back-offs (after a hard decline, and after a reload exhausted by soft failures: see
-    worker/auto_reload/policy.py), so an account backing off is never due.
+    worker/auto_reload/policy.py), so an account backing off is never due; nor is one whose
+    last reload needed the cardholder (`auto_reload_action_required_at`, until a new default).
     """
     in_flight = exists().where(
         Charge.account_id == Account.id,
@@ -53,6 +54,8 @@ def due_query(as_of: datetime) -> Any:
             Account.auto_reload_backoff_until.is_(None), Account.auto_reload_backoff_until <= as_of
         ),
         or_(Account.auto_reload_capped_until.is_(None), Account.auto_reload_capped_until <= as_of),
+        # Paused until the cardholder authenticates (issue 17, requires_action).
+        Account.auto_reload_action_required_at.is_(None),
         ~in_flight,
     )
 

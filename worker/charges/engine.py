@@ -2,7 +2,7 @@
 
 1. `begin` commits a charge row with a unique idempotency key (status `processing`, a
    lease) *before* the PSP is called; the PSP gets that key.
-2. The adapter answers with one of five outcomes; `apply` records it under the charge's
+2. The adapter answers with one of six outcomes; `apply` records it under the charge's
    row lock. Success credits the balance in the same DB transaction (ledger reference =
    charge id, unique), so a charge is credited at most once whoever applies it.
 3. The janitor (worker/charges/janitor.py) resolves charges whose outcome is unknown, or
@@ -65,6 +65,7 @@ _STATUS_FOR = {
     Outcome.PENDING: ChargeStatus.PENDING,
     Outcome.NOT_ATTEMPTED: ChargeStatus.NOT_ATTEMPTED,
     Outcome.UNKNOWN: ChargeStatus.UNKNOWN,
+    Outcome.REQUIRES_ACTION: ChargeStatus.REQUIRES_ACTION,
 }
 
 
@@ -396,6 +397,9 @@ def request_for(session: Session, charge: Charge) -> ChargeRequest:
         amount_minor=charge.amount_minor,
         currency=charge.currency,
         description=f"{charge.purpose} {charge.id}",
+        # An auto-reload is made without the customer: a PSP that knows stored credentials
+        # flags it merchant-initiated, which SCA exempts where the first use was authenticated.
+        merchant_initiated=charge.purpose == "auto_reload",
     )
 
 
@@ -552,12 +556,28 @@ def apply(uow: UnitOfWork, charge_id: str, result: ChargeResult, now: datetime) 
             {**data, "decline_code": result.code, "decline_text": result.text},
             now,
         )
+    elif result.outcome is Outcome.REQUIRES_ACTION:
+        # Nothing was taken and the same method will not be charged without the cardholder:
+        # terminal. Auto-reload's hook pauses the account's reloads and mails the customer.
+        move(charge, "requires_action", now)
+        charge.decline_code, charge.decline_text = result.code, result.text
+        events.record(
+            uow,
+            "charge.requires_action",
+            charge.account_id,
+            {**data, "code": result.code, "text": result.text},
+            now,
+        )
     elif result.outcome is Outcome.PENDING:
         first = charge.status != "pending"
         move(charge, "pending", now)
         charge.lease_until = None
-        on_demand = get_adapter(charge.psp).on_demand
-        charge.next_attempt_at = now + SYNC_SCHEDULE[0] if on_demand else None
+        # The janitor looks a pending charge up when the PSP completes it (a card still
+        # authorizing, a WeChat Pay QR code the payer has not paid yet); a bank transfer is
+        # completed by reconciliation, never by a look-up.
+        adapter = get_adapter(charge.psp)
+        polls = adapter.on_demand or bool(getattr(adapter, "polls_pending", False))
+        charge.next_attempt_at = now + SYNC_SCHEDULE[0] if polls else None
         if first:
             events.record(uow, "charge.pending", charge.account_id, data, now)
     elif result.outcome is Outcome.NOT_ATTEMPTED:

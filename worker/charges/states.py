@@ -17,6 +17,9 @@ class ChargeStatus(StrEnum):
     SUCCEEDED = "succeeded"
     DECLINED = "declined"
     FAILED = "failed"
+    # The cardholder must authenticate (3-D Secure: Braintree 2099; PayPal payer action):
+    # nothing was taken, and the same method will not be charged without the customer.
+    REQUIRES_ACTION = "requires_action"
 
 
 class Purpose(StrEnum):
@@ -34,13 +37,23 @@ class SettlementStatus(StrEnum):
 
 
 S = ChargeStatus
-TERMINAL: frozenset[str] = frozenset({S.SUCCEEDED, S.DECLINED, S.FAILED})
+# requires_action is terminal: the charge is over (nothing taken); the customer's answer is a
+# new payment method (a fresh, authenticated nonce), charged by a new charge.
+TERMINAL: frozenset[str] = frozenset({S.SUCCEEDED, S.DECLINED, S.FAILED, S.REQUIRES_ACTION})
 ALLOWED: dict[str, frozenset[str]] = {
     S.PROCESSING: frozenset(
-        {S.SUCCEEDED, S.PENDING, S.DECLINED, S.NOT_ATTEMPTED, S.UNKNOWN, S.FAILED}
+        {
+            S.SUCCEEDED,
+            S.PENDING,
+            S.DECLINED,
+            S.NOT_ATTEMPTED,
+            S.UNKNOWN,
+            S.FAILED,
+            S.REQUIRES_ACTION,
+        }
     ),
-    S.UNKNOWN: frozenset({S.SUCCEEDED, S.PENDING, S.DECLINED, S.FAILED}),
-    S.PENDING: frozenset({S.SUCCEEDED, S.DECLINED, S.FAILED}),
+    S.UNKNOWN: frozenset({S.SUCCEEDED, S.PENDING, S.DECLINED, S.FAILED, S.REQUIRES_ACTION}),
+    S.PENDING: frozenset({S.SUCCEEDED, S.DECLINED, S.FAILED, S.REQUIRES_ACTION}),
     S.NOT_ATTEMPTED: frozenset({S.PROCESSING, S.FAILED}),
 }
 # Open: not terminal (an auto-reload in flight; one per account, by a partial unique index).

@@ -13,7 +13,7 @@ from worker.db.session import UnitOfWork
 from worker.kernel import clock
 from worker.kernel.errors import ValidationError
 from worker.kernel.money import format_amount
-from worker.psp.base import Outcome
+from worker.psp.base import ChargeResult, Outcome
 from worker.psp.errors import TransportError
 from worker.psp.registry import get_adapter
 
@@ -27,7 +27,13 @@ def top_up(
     payment_method_id: object = None,
     now_fn: Callable[[], datetime] = clock.now,
 ) -> dict[str, Any]:
-    """One charge now. The charge row is committed before the PSP call."""
+    """One charge now. The charge row is committed before the PSP call.
+
+    Returns the charge (`engine.view`) with `charge_id` and the account's `balance` (decimal
+    string). `status` may be `requires_action` (3-D Secure: nothing taken, terminal; the
+    customer adds the card again) or `pending` (bank transfer: a pro-forma invoice and its
+    `payment_instructions`; WeChat Pay: `payment_instructions {psp, qr_code, psp_reference}`).
+    Raises ValidationError / NotFound / IdempotencyConflict naming the field, nothing charged."""
     if isinstance(idempotency_key, str) and idempotency_key.strip().startswith(
         engine.INTERNAL_KEYS
     ):
@@ -43,9 +49,17 @@ def top_up(
     request = engine.request_for(uow.session, charge) if must_call else None
     uow.commit()  # no DB connection is held while the PSP is called
     adapter = get_adapter(charge.psp)
+    answer: ChargeResult | None = None
     if request is not None:
-        charge = engine.apply(uow, charge.id, adapter.charge(request), now_fn())
+        answer = adapter.charge(request)
+        charge = engine.apply(uow, charge.id, answer, now_fn())
         uow.commit()
+    elif charge.status == "pending" and getattr(adapter, "polls_pending", False):
+        # A repeat of a QR-code payment still waiting for the payer: show its code again.
+        try:
+            answer = adapter.lookup(charge.idempotency_key)
+        except TransportError:
+            answer = None
     elif charge.status in ("processing", "unknown") and adapter.on_demand:
         # A repeat of a charge already in flight (retry, redelivery): ask the PSP what it
         # knows - never charge again. Nothing known yet: the janitor settles it later.
@@ -53,7 +67,11 @@ def top_up(
             found = adapter.lookup(charge.idempotency_key)
         except TransportError:
             found = None
-        if found is not None and found.outcome in (Outcome.SUCCEEDED, Outcome.DECLINED):
+        if found is not None and found.outcome in (
+            Outcome.SUCCEEDED,
+            Outcome.DECLINED,
+            Outcome.REQUIRES_ACTION,
+        ):
             charge = engine.apply(uow, charge.id, found, now_fn())
             uow.commit()
     account = accounts.get(uow.session, charge.account_id)
@@ -61,8 +79,32 @@ def top_up(
     return {
         **engine.view(charge),
         **engine.view_extras(uow.session, charge),
+        **_qr_code(charge.psp, charge.status, answer),
         "charge_id": charge.id,
         "balance": format_amount(account.balance, account.currency),
+    }
+
+
+def _qr_code(psp: str, status: str, answer: ChargeResult | None) -> dict[str, Any]:
+    """A QR-code payment waiting for the payer (WeChat Pay Native: its `code_url`), as the
+    top-up's `payment_instructions {psp, qr_code, psp_reference}`; nothing otherwise.
+
+    The adapter answers `pending` with code `qr_code` and `scan to pay: <code_url>` in its
+    text (worker/psp/wechat_pay.py); the code is shown, never stored."""
+    if (
+        status != "pending"
+        or answer is None
+        or answer.outcome is not Outcome.PENDING
+        or answer.code != "qr_code"
+        or not answer.text
+    ):
+        return {}
+    return {
+        "payment_instructions": {
+            "psp": psp,
+            "qr_code": answer.text.split("scan to pay: ", 1)[-1],
+            "psp_reference": answer.psp_reference,
+        }
     }
 
 

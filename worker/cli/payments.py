@@ -24,7 +24,9 @@ app.add_typer(methods_app, name="methods")
 @methods_app.command("add")
 def methods_add(
     account_id: Annotated[str, typer.Argument(metavar="ID")],
-    psp: Annotated[str, typer.Option("--psp", help="braintree, paypal or bank_transfer")],
+    psp: Annotated[
+        str, typer.Option("--psp", help="braintree, paypal, bank_transfer or wechat_pay")
+    ],
     nonce: Annotated[str | None, typer.Option(help="PSP nonce, e.g. fake-valid-visa-nonce")] = None,
     default: Annotated[
         bool, typer.Option("--default", help="Make it the default (card or PayPal only).")

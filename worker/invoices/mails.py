@@ -31,6 +31,7 @@ _METHOD_NAMES = {
         "out_of_band": "paid outside our payment services",
         "unapplied_funds": "bank transfer (funds held for you)",
         "paypal": "PayPal",
+        "wechat_pay": "WeChat Pay",
         "card": "card",
     },
     "ja": {
@@ -38,6 +39,7 @@ _METHOD_NAMES = {
         "out_of_band": "その他の方法",
         "unapplied_funds": "銀行振込（お預かり金）",
         "paypal": "PayPal",
+        "wechat_pay": "WeChat Pay",
         "card": "クレジットカード",
     },
     "zh": {
@@ -45,6 +47,7 @@ _METHOD_NAMES = {
         "out_of_band": "其他方式",
         "unapplied_funds": "银行转账（代为保管的款项）",
         "paypal": "PayPal",
+        "wechat_pay": "微信支付",
         "card": "信用卡",
     },
 }

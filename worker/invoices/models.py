@@ -104,7 +104,7 @@ class Invoice(Base):
     number: Mapped[str | None] = mapped_column(String(32), unique=True)
     amount: Mapped[Decimal]
     currency: Mapped[str] = mapped_column(String(3))
-    # card, paypal, bank_transfer, out_of_band, unapplied_funds
+    # card, paypal, wechat_pay, bank_transfer, out_of_band, unapplied_funds
     method: Mapped[str] = mapped_column(String(32))
     proforma_id: Mapped[str | None] = mapped_column(String(40))  # a final's pro-forma
     corrects: Mapped[str | None] = mapped_column(String(40))  # a credit note's final invoice
@@ -116,6 +116,8 @@ class Invoice(Base):
     customer: Mapped[dict[str, Any]] = mapped_column(JsonType)
     instructions: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     due_at: Mapped[datetime | None]  # a pending card invoice is issued by then at the latest
+    # When `issue_due` last asked the PSP whether this pending card invoice's payment settled.
+    settlement_checked_at: Mapped[datetime | None]
     issued_at: Mapped[datetime | None]
     paid_at: Mapped[datetime | None]
     voided_at: Mapped[datetime | None]

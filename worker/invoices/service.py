@@ -7,8 +7,11 @@ Timing by method (seed 001, "請求書の作成" / "生成发票"):
 | bank transfer | pro-forma `PF-` `open`, mailed     | pro-forma `paid`, final `INV-` issued       |
 |               | with the payment instructions     | and mailed, `invoice.paid`                 |
 | PayPal        | -                                 | final issued and mailed at once            |
+| WeChat Pay    | - (the QR code is the request)    | final issued and mailed at once when paid  |
 | card          | -                                 | final `pending` (no number, no PDF) until   |
-|               |                                   | the PSP settles it, at the latest          |
+|               |                                   | the PSP says it settled (asked hourly), or |
+|               |                                   | our settlement made it available; at the   |
+|               |                                   | latest                                     |
 |               |                                   | CARD_INVOICE_MAX_DELAY after the success   |
 |               |                                   | (`issue_due`, the beat job)                |
 
@@ -37,6 +40,7 @@ from worker.accounts import service as accounts
 from worker.charges import engine
 from worker.charges.engine import Recorded
 from worker.charges.models import Charge
+from worker.charges.states import TERMINAL
 from worker.db.base import new_id
 from worker.db.session import UnitOfWork
 from worker.invoices import mails, numbering
@@ -48,21 +52,25 @@ from worker.kernel.money import format_amount
 from worker.ledger import service as ledger
 from worker.ledger.models import Account
 from worker.outbox import events
-from worker.psp.base import ChargeResult, Outcome
+from worker.psp.base import ChargeResult, Outcome, ReportsSettlement, Settlement
+from worker.psp.errors import TransportError
+from worker.psp.registry import get_adapter
 
 log = logging.getLogger(__name__)
 
 BANK_TRANSFER = "bank_transfer"
 PAYPAL = "paypal"
 CARD = "card"
+WECHAT_PAY = "wechat_pay"
 
 
 def method_of(charge: Charge) -> str:
-    """The invoice method of a charge: bank transfer, PayPal, or card (every other PSP)."""
+    """The invoice method of a charge: bank transfer, PayPal, WeChat Pay, or card (every
+    other PSP)."""
     if charge.psp == BANK_TRANSFER:
         return BANK_TRANSFER
-    if charge.psp == PAYPAL:
-        return PAYPAL
+    if charge.psp in (PAYPAL, WECHAT_PAY):
+        return charge.psp
     return CARD
 
 
@@ -458,14 +466,14 @@ def on_charge_outcome(uow: UnitOfWork, charge: Charge, recorded: Recorded) -> No
         if proforma is not None and proforma.status == InvoiceStatus.OPEN:
             _mark_paid(uow, proforma, final, now)
         return
-    if method == PAYPAL:
+    if method in (PAYPAL, WECHAT_PAY):  # paid in full when it succeeds: nothing to wait for
         issue_final(
             uow,
             account,
             charge=charge,
             amount=charge.amount,
             currency=charge.currency,
-            method=PAYPAL,
+            method=method,
             now=now,
             reference=charge.psp_reference,
         )
@@ -491,11 +499,17 @@ def on_charge_outcome(uow: UnitOfWork, charge: Charge, recorded: Recorded) -> No
 
 
 def issue_due(uow: UnitOfWork, as_of: datetime, batch_size: int = 200) -> dict[str, Any]:
-    """Issue every pending (card) final invoice whose charge the PSP has settled, or whose
+    """Issue every pending (card) final invoice whose payment has settled, or whose
     CARD_INVOICE_MAX_DELAY has passed by `as_of`; one committed batch at a time.
 
+    Settled means: our own settlement roll-forward made it available, or the PSP says the
+    transaction settled (`settlement_status`, for adapters that report it: braintree_gateway,
+    paypal_rest), asked for each pending card invoice at most once per
+    `SETTLEMENT_CHECK_EVERY` (`_issue_settled_at_psp`). Seeds 000/001: a card invoice can take
+    up to 72 hours, while the payment is pending.
+
     Safe to run twice or concurrently: rows are claimed FOR UPDATE SKIP LOCKED and only a
-    `pending` invoice is numbered."""
+    `pending` invoice is numbered. Returns `{issued, as_of}`."""
     issued = 0
     while True:
         due = list(
@@ -520,7 +534,69 @@ def issue_due(uow: UnitOfWork, as_of: datetime, batch_size: int = 200) -> dict[s
         uow.commit()
         if len(due) < batch_size:
             break
+    issued += _issue_settled_at_psp(uow, as_of, batch_size)
     return {"issued": issued, "as_of": isoformat(as_of)}
+
+
+# How often one pending card invoice's PSP is asked whether the payment settled: Braintree
+# settles in a nightly batch, so asking every run (INVOICE_INTERVAL, 15 min) would cost a
+# PSP call per invoice per run for up to 72 hours and learn nothing more.
+SETTLEMENT_CHECK_EVERY = timedelta(hours=1)
+
+
+def _issue_settled_at_psp(uow: UnitOfWork, as_of: datetime, batch_size: int) -> int:
+    """Ask the PSP of pending card invoices (not asked in the last SETTLEMENT_CHECK_EVERY)
+    whether their payment settled, and issue those it says are; the rest wait (at the
+    latest until their `due_at`). The PSP is asked with no transaction open and no lock held;
+    each answer is applied under the invoice's row lock, in its own transaction. A PSP that
+    cannot be asked, or is no longer enabled, is asked again next time."""
+    candidates = uow.session.execute(
+        select(Invoice.id, Charge.psp, Charge.psp_reference)
+        .join(Charge, Charge.id == Invoice.charge_id)
+        .where(
+            Invoice.status == InvoiceStatus.PENDING,
+            Invoice.method == CARD,
+            Invoice.due_at > as_of,
+            Charge.psp_reference.is_not(None),
+            or_(
+                Invoice.settlement_checked_at.is_(None),
+                Invoice.settlement_checked_at <= as_of - SETTLEMENT_CHECK_EVERY,
+            ),
+        )
+        .order_by(Invoice.due_at, Invoice.id)
+        .limit(batch_size)
+    ).all()
+    uow.commit()  # no connection is held while a PSP is asked
+    issued = 0
+    for invoice_id, psp, reference in candidates:
+        if reference is None:  # excluded by the query; for the type checker
+            continue
+        try:
+            adapter = get_adapter(psp)
+        except ValidationError:  # the PSP was taken out of PSP_ENABLED: the bound will do
+            continue
+        if not isinstance(adapter, ReportsSettlement):
+            continue  # a stub or a PSP that cannot say: the 72 h bound issues it
+        try:
+            status = adapter.settlement_status(reference)
+        except TransportError as exc:
+            log.warning("invoice %s: %s settlement not known now: %s", invoice_id, psp, exc)
+            continue
+        invoice = lock(uow.session, invoice_id)
+        if invoice.status == InvoiceStatus.PENDING:
+            invoice.settlement_checked_at = as_of
+            if status.state is Settlement.SETTLED and issue_pending(uow, invoice, as_of):
+                issued += 1
+            elif status.state is Settlement.FAILED:
+                log.warning(
+                    "invoice %s: %s says the payment %s did not settle (%s)",
+                    invoice_id,
+                    psp,
+                    reference,
+                    status.psp_status,
+                )
+        uow.commit()
+    return issued
 
 
 # --- operators: pay out of band, void --------------------------------------------------------
@@ -588,7 +664,7 @@ def void(uow: UnitOfWork, invoice_id: object, now: datetime) -> dict[str, Any]:
     invoice.updated_at = now
     if invoice.charge_id is not None:
         charge = engine.lock(uow.session, invoice.charge_id)
-        if charge.status not in ("succeeded", "declined", "failed"):
+        if charge.status not in TERMINAL:
             engine.fail(uow, charge, "voided", f"pro-forma {invoice.number} voided", now)
     events.record(
         uow,

@@ -117,6 +117,9 @@ class Account(Base):
     # streak was reported to the customer (once per streak; a success ends both).
     auto_reload_soft_failures: Mapped[int] = mapped_column(default=0)
     auto_reload_failing_at: Mapped[datetime | None]
+    # Set when a reload charge ended requires_action (3-D Secure): auto-reload is paused, no
+    # retries, until the customer adds a new default method (worker/payment_methods).
+    auto_reload_action_required_at: Mapped[datetime | None]
     alerts_enabled: Mapped[bool] = mapped_column(default=False)
     alert_threshold: Mapped[Decimal | None]
     # One alert per crossing: `armed` -> `sent` when it fires; armed again once the balance

@@ -1,4 +1,6 @@
-"""Customer mail bodies (subject, text, HTML) rendered from Jinja2 templates per locale.
+"""Longer than 400 lines on purpose: one render function per mail, all sharing `_Mail`.
+
+Customer mail bodies (subject, text, HTML) rendered from Jinja2 templates per locale.
 
 Pure: no database, no SMTP; `worker.outbox.mail` queues and sends what this returns.
 The wording lives in `worker/templates/mail/<locale>/`, so translators never touch Python.
@@ -232,6 +234,33 @@ def render_auto_reload_failing(
         failures=failures,
         reason=one_line(reason),
         next_attempt_at=format_moment(next_attempt_at, mail.locale),
+        occurred_at=format_moment(occurred_at, mail.locale),
+        top_up_url=_url(top_up_url),
+    )
+
+
+def render_auto_reload_action_required(
+    *,
+    locale: str,
+    account_name: str,
+    account_id: str,
+    balance: Decimal,
+    currency: str,
+    reload_amount: Decimal,
+    reason: str,
+    occurred_at: datetime,
+    display_currency: str,
+    usd_rate: Decimal | None,
+    top_up_url: str | None,
+) -> RenderedMail:
+    """A reload charge needs the cardholder (3-D Secure): auto-reload is paused until the
+    customer adds their card again as the default (a fresh, authenticated nonce)."""
+    mail = _Mail(locale, account_name, account_id, currency, display_currency, usd_rate)
+    return mail.render(
+        "auto_reload_action_required",
+        balance=mail.money(balance),
+        reload_amount=mail.money(reload_amount),
+        reason=one_line(reason),
         occurred_at=format_moment(occurred_at, mail.locale),
         top_up_url=_url(top_up_url),
     )

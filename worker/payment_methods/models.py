@@ -15,6 +15,7 @@ class MethodType(StrEnum):
     CARD = "card"
     PAYPAL = "paypal"
     BANK_TRANSFER = "bank_transfer"
+    WECHAT_PAY = "wechat_pay"  # a QR code per payment; only some countries (worker/psp/wechat_pay)
 
 
 class PaymentMethod(Base):

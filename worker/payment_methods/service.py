@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from worker.accounts import service as accounts
 from worker.db.base import new_id
 from worker.db.session import UnitOfWork
-from worker.kernel import validation
+from worker.kernel import task_names, validation
 from worker.kernel.clock import isoformat
 from worker.kernel.errors import NotFound, PaymentMethodInUse, PaymentMethodRefused, ValidationError
 from worker.kernel.validation import refuse_pan
@@ -35,6 +35,14 @@ NOT_ON_DEMAND = (
     "a bank transfer cannot be the default: only a card or PayPal account can be charged on "
     "demand (name a bank transfer with --method / payment_method_id when you top up)"
 )
+NOT_ON_DEMAND_WECHAT = (
+    "WeChat Pay cannot be the default: each payment is a QR code the payer scans, so only a "
+    "card or PayPal account can be charged on demand (name it with --method when you top up)"
+)
+
+
+def _not_on_demand(psp: str) -> str:
+    return NOT_ON_DEMAND_WECHAT if psp == "wechat_pay" else NOT_ON_DEMAND
 
 
 def on_demand(method: PaymentMethod) -> bool:
@@ -85,15 +93,17 @@ def add(
 ) -> dict[str, Any]:
     """Vault a nonce at the PSP and save the token; prints it (`view`).
 
-    The first card or PayPal account of an account becomes its default; a bank transfer
-    never does by itself, and `make_default` on one is refused (field `default`).
+    The first card or PayPal account of an account becomes its default; a bank transfer or
+    WeChat Pay never does by itself, and `make_default` on one is refused (field `default`).
+    WeChat Pay only for an account whose country is in the adapter's `allowed_countries`
+    (field `country`). A new default resumes an auto-reload paused for 3-D Secure.
     Raises ValidationError, NotFound, PaymentMethodRefused, PaymentMethodInUse; nothing is
     written on refusal."""
     if not isinstance(psp, str) or not psp.strip():
-        raise ValidationError("psp", "is required (braintree, paypal or bank_transfer)")
+        raise ValidationError("psp", "is required (braintree, paypal, bank_transfer or wechat_pay)")
     adapter = get_adapter(validation.refuse_control(psp, "psp").strip())
     if make_default and not adapter.on_demand:
-        raise ValidationError("default", NOT_ON_DEMAND)
+        raise ValidationError("default", _not_on_demand(adapter.name))
     if adapter.on_demand:
         if not isinstance(nonce, str) or not nonce.strip():
             raise ValidationError("nonce", f"is required for {adapter.name}")
@@ -106,6 +116,15 @@ def add(
     if uow.session.new or uow.session.dirty or uow.session.deleted:
         raise RuntimeError("payment_methods.add must start its unit of work")
     known = accounts.get(uow.session, account_id)
+    allowed = getattr(adapter, "allowed_countries", None)
+    if allowed is not None and known.country not in allowed:
+        # Seeds 000/001 (Nexmo's payment page): WeChat Pay only for AU, CN, HK, ID, MY, NZ,
+        # PH and TW. Refused before the PSP is asked; nothing is written.
+        raise ValidationError(
+            "country",
+            f"{adapter.name} is only available for accounts in {', '.join(sorted(allowed))}; "
+            f"this account's country is {known.country}",
+        )
     uow.session.rollback()  # nothing written yet: hold no transaction or lock during vault
     try:
         vaulted = adapter.vault(VaultRequest(nonce=str(nonce or ""), customer_ref=known.id))
@@ -125,6 +144,11 @@ def add(
                     other.is_default = False
                 uow.session.flush()
                 holder.is_default = True
+            if make_default and account.auto_reload_action_required_at is not None:
+                # The same card entered afresh and authenticated (3-D Secure): the new vault
+                # token is the one the cardholder confirmed, so reloads charge that one.
+                holder.token = vaulted.token
+                _resume_auto_reload(uow, account, holder, now)
             return view(holder)
         if holder is not None:
             raise PaymentMethodInUse("nonce", IN_USE)
@@ -171,7 +195,42 @@ def add(
         },
         now,
     )
+    if is_default:
+        _resume_auto_reload(uow, account, method, now)
     return view(method)
+
+
+def _resume_auto_reload(
+    uow: UnitOfWork, account: Account, method: PaymentMethod, now: datetime
+) -> None:
+    """Issue 17: an auto-reload paused because a reload needed the cardholder (3-D Secure,
+    `auto_reload_action_required_at`) resumes when the customer adds a new default method
+    (`methods add ... --default`, a fresh nonce): it reloads with that method from now on,
+    `auto_reload.resumed` is written, and a reload is asked for at once when the balance is
+    below the threshold (as `auto-reload set` does). Anything else: nothing changes.
+    `account` is locked by the caller."""
+    if account.auto_reload_action_required_at is None or not on_demand(method):
+        return
+    account.auto_reload_action_required_at = None
+    account.updated_at = now
+    if not account.auto_reload_enabled:  # turned off meanwhile: nothing to resume
+        return
+    previous = account.auto_reload_method_id
+    account.auto_reload_method_id = method.id
+    events.record(
+        uow,
+        "auto_reload.resumed",
+        account.id,
+        {
+            "reason": "new_default_method",
+            "payment_method_id": method.id,
+            "previous_payment_method_id": previous,
+        },
+        now,
+    )
+    threshold = account.auto_reload_threshold
+    if threshold is not None and account.balance < threshold:
+        uow.enqueue(task_names.AUTO_RELOAD_RELOAD_NOW, account.id)
 
 
 def list_for(session: Session, account_id: str) -> list[dict[str, Any]]:
@@ -208,13 +267,14 @@ def set_default(
 ) -> dict[str, Any]:
     """Make a card or PayPal method the account's default (`balancectl methods set-default`).
 
-    Returns the method (`view`). A method that is already the default changes nothing.
+    Returns the method (`view`). A method that is already the default changes nothing; a new
+    default resumes an auto-reload paused for 3-D Secure (`_resume_auto_reload`).
     Raises NotFound (`account_id`, `payment_method_id`), ValidationError
     (`payment_method_id`: a bank transfer, or a method whose PSP is not enabled)."""
     account = ledger.lock_account(uow.session, account_id)
     method = get_active(uow.session, account.id, method_id, "payment_method_id")
     if not on_demand(method):
-        raise ValidationError("payment_method_id", NOT_ON_DEMAND)
+        raise ValidationError("payment_method_id", _not_on_demand(method.psp))
     get_adapter(method.psp, "payment_method_id")  # still enabled?
     if method.is_default:
         return view(method)
@@ -234,6 +294,7 @@ def set_default(
         },
         now,
     )
+    _resume_auto_reload(uow, account, method, now)
     return view(method)
 
 

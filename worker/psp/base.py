@@ -103,8 +103,15 @@ class PspAdapter(Protocol):
     """What the charge engine needs from a PSP."""
 
     name: str
-    #: False for methods that cannot be charged on demand (bank transfer).
+    #: False for methods that cannot be charged on demand (bank transfer, WeChat Pay): never
+    #: a default, never auto-reload; a charge is `pending` until the payer pays.
     on_demand: bool
+    # Optional attributes (read with getattr, default in brackets):
+    # - `polls_pending` [False]: a pending payment of a method not charged on demand is
+    #   completed at the PSP and found by `lookup` (WeChat Pay), so the janitor asks; a bank
+    #   transfer is completed by reconciliation instead.
+    # - `allowed_countries` [None: every country]: the account countries (ISO 3166-1) the
+    #   method may be added for; payment_methods refuses others naming `country`.
 
     def vault(self, request: VaultRequest) -> VaultedMethod:
         """Turn a nonce/token into a stored method. Raises VaultRefused."""

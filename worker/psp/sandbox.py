@@ -129,6 +129,8 @@ def refuse_special_nonces(nonce: Nonce) -> None:
 def sandbox_result(amount_minor: int, currency: str) -> tuple[Outcome, str | None, str | None]:
     """Braintree's sandbox amount table (the amount in major units decides)."""
     amount = Decimal(amount_minor).scaleb(-exponent(currency))
+    if amount == Decimal("2099.00"):  # processor response 2099: 3-D Secure needed (issue 17)
+        return Outcome.REQUIRES_ACTION, "2099", "Cardholder Authentication Required"
     if Decimal("2000.00") <= amount <= Decimal("2999.99"):
         code = int(amount)
         return Outcome.DECLINED, str(code), _DECLINE_TEXTS.get(code, "Processor Declined")
@@ -232,7 +234,13 @@ class RemoteSide:
                 stored = self._find(conn, request.idempotency_key)
         return self._result(stored)
 
-    def complete(self, idempotency_key: str, outcome: Outcome) -> bool:
+    def complete(
+        self,
+        idempotency_key: str,
+        outcome: Outcome,
+        code: str | None = None,
+        text: str | None = None,
+    ) -> bool:
         """Move a pending charge to its final outcome (the payer paid, or the order expired);
         False when there is no pending charge with that key."""
         with self.engine.begin() as conn:
@@ -244,7 +252,7 @@ class RemoteSide:
                     remote_charges.c.outcome == Outcome.PENDING.value,
                 )
                 # created_at is what a look-up reports as processed_at: when it was paid.
-                .values(outcome=outcome.value, code=None, text=None, created_at=now())
+                .values(outcome=outcome.value, code=code, text=text, created_at=now())
                 .returning(remote_charges.c.reference)
             ).one_or_none()
         return moved is not None

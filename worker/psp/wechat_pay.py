@@ -16,8 +16,10 @@ another process finds them; `pay(key)` is the payer scanning and paying (tests, 
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 from config import Settings
+from worker.kernel.clock import now
 from worker.psp.base import (
     ChargeRequest,
     ChargeResult,
@@ -32,6 +34,9 @@ from worker.psp.sandbox import RemoteSide
 # Seeds 000/001 (Nexmo payments, JA/ZH): WeChat Pay only for these countries (ISO 3166-1).
 ALLOWED_COUNTRIES = frozenset({"AU", "CN", "HK", "ID", "MY", "NZ", "PH", "TW"})
 QR_PREFIX = "weixin://wxpay/bizpayurl?pr="
+# A Native order's QR code is valid for 2 hours (WeChat Pay's default `time_expire`).
+QR_EXPIRY = timedelta(hours=2)
+EXPIRED = "the QR code expired unpaid"
 
 
 class WechatPaySandbox:
@@ -39,6 +44,8 @@ class WechatPaySandbox:
 
     name = "wechat_pay"
     on_demand = False
+    polls_pending = True  # the janitor looks a pending order up until it is paid or closed
+    allowed_countries = ALLOWED_COUNTRIES
 
     def __init__(self, settings: Settings) -> None:
         self.remote = RemoteSide(settings, self.name)
@@ -65,8 +72,19 @@ class WechatPaySandbox:
         )
 
     def lookup(self, idempotency_key: str) -> ChargeResult | None:
-        """The order by our key: pending until paid, then succeeded (None if never created)."""
-        return self.remote.lookup(idempotency_key)
+        """The order by our key: pending until paid, then succeeded (None if never created).
+        An order unpaid `QR_EXPIRY` after it was made is closed (WeChat Pay's trade_state
+        CLOSED, after the Native order's `time_expire`): `declined`, code `CLOSED`."""
+        found = self.remote.lookup(idempotency_key)
+        if (
+            found is not None
+            and found.outcome is Outcome.PENDING
+            and found.processed_at is not None
+            and now() - found.processed_at >= QR_EXPIRY
+            and self.remote.complete(idempotency_key, Outcome.DECLINED, "CLOSED", EXPIRED)
+        ):
+            return ChargeResult(Outcome.DECLINED, found.psp_reference, "CLOSED", EXPIRED)
+        return found
 
     def refund(self, request: RefundRequest) -> RefundResult:
         """Refund a paid order by its reference, once per refund key."""
