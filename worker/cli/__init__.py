@@ -59,8 +59,6 @@ COMMANDS = {
     "settlement": "settlement",
     "export": "exports",
     "fx": "fx",
-    "refund": "refunds",
-    "refunds": "refunds",
 }
 
 
