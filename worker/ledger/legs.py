@@ -10,19 +10,40 @@ received at the bank, bank fees). Every transaction sums to zero (`balancectl au
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 
 from worker.db.base import new_id
 from worker.db.session import UnitOfWork
-from worker.ledger.models import LedgerTransaction, Posting
+from worker.ledger.models import LedgerAccount, LedgerTransaction, Posting
 from worker.ledger.service import system_account_id
 
 _TXN = cast(Table, LedgerTransaction.__table__)
 _POSTINGS = cast(Table, Posting.__table__)
+_ACCOUNTS = cast(Table, LedgerAccount.__table__)
+
+
+@dataclass(frozen=True)
+class Legs:
+    """One system transaction for `post_legs_many`: `legs` as for `post_legs`."""
+
+    kind: str
+    reference: str
+    currency: str
+    legs: Sequence[tuple[str, Decimal]]
+    description: str | None
+
+
+def _kept(kind: str, reference: str, legs: Sequence[tuple[str, Decimal]]) -> list[Any]:
+    kept = [(name, amount) for name, amount in legs if amount != 0]
+    if sum((amount for _, amount in kept), Decimal(0)) != 0:
+        raise ValueError(f"{kind} {reference}: legs do not balance: {kept}")
+    return kept
 
 
 def post_legs(
@@ -41,9 +62,7 @@ def post_legs(
     Returns the transaction id, or None when (kind, reference) was already posted. Raises
     ValueError when the legs do not sum to zero (a bug, never input). Zero legs are left
     out. The caller holds the lock of the row the money belongs to."""
-    kept = [(name, amount) for name, amount in legs if amount != 0]
-    if sum((amount for _, amount in kept), Decimal(0)) != 0:
-        raise ValueError(f"{kind} {reference}: legs do not balance: {kept}")
+    kept = _kept(kind, reference, legs)
     if not kept:
         return None
     session = uow.session
@@ -81,3 +100,97 @@ def post_legs(
         ],
     )
     return txn_id
+
+
+def _ledger_ids(uow: UnitOfWork, codes: set[str], now: datetime) -> dict[str, int]:
+    """Ids of system ledger accounts by code (`bank_in:EUR`), the missing ones created
+    (race-safe: INSERT ... ON CONFLICT DO NOTHING, then read): two statements at most."""
+    session = uow.session
+    if not codes:
+        return {}
+    connection = session.connection()
+    query = select(_ACCOUNTS.c.code, _ACCOUNTS.c.id).where(_ACCOUNTS.c.code.in_(sorted(codes)))
+    found: dict[str, int] = {code: id_ for code, id_ in connection.execute(query)}
+    missing = sorted(codes - found.keys())
+    if missing:
+        dialect = session.get_bind().dialect.name
+        make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        connection.execute(
+            make(_ACCOUNTS).on_conflict_do_nothing(),
+            [
+                {"code": code, "currency": code.rsplit(":", 1)[1], "created_at": now}
+                for code in missing
+            ],
+        )
+        found = {code: id_ for code, id_ in connection.execute(query)}
+    return found
+
+
+def post_legs_many(uow: UnitOfWork, items: Sequence[Legs], now: datetime) -> list[str | None]:
+    """`post_legs` for many system transactions in a fixed number of statements (a statement
+    import's chunk): each balanced on its own, once per (kind, reference).
+
+    Returns the transaction ids in the order of `items` (None: nothing to post, or already
+    posted). Raises ValueError when one does not sum to zero (a bug, never input), before
+    anything is written. Keep a call under ~5,000 legs (one INSERT holds them all). The
+    caller holds the locks of the rows the money belongs to."""
+    kept = [_kept(item.kind, item.reference, item.legs) for item in items]
+    session = uow.session
+    if session.new or session.dirty:
+        session.flush()  # Core statements below: pending ORM rows go first
+    connection = session.connection()
+    wanted = {(item.kind, item.reference) for item, legs in zip(items, kept, strict=True) if legs}
+    done: set[tuple[str, str]] = set()
+    if wanted:
+        pairs = tuple_(LedgerTransaction.kind, LedgerTransaction.reference)
+        done = {
+            (kind, reference)
+            for kind, reference in connection.execute(
+                select(LedgerTransaction.kind, LedgerTransaction.reference).where(
+                    LedgerTransaction.account_id.is_(None), pairs.in_(sorted(wanted))
+                )
+            )
+        }
+    codes = {
+        f"{name}:{item.currency}"
+        for item, legs in zip(items, kept, strict=True)
+        for name, _ in legs
+    }
+    ids = _ledger_ids(uow, codes, now)
+    ids_out: list[str | None] = []
+    txns: list[dict[str, Any]] = []
+    postings: list[dict[str, Any]] = []
+    for item, legs in zip(items, kept, strict=True):
+        key = (item.kind, item.reference)
+        if not legs or key in done:
+            ids_out.append(None)
+            continue
+        done.add(key)  # the same (kind, reference) twice in one call: posted once
+        txn_id = new_id("txn")
+        ids_out.append(txn_id)
+        txns.append(
+            {
+                "id": txn_id,
+                "account_id": None,
+                "kind": item.kind,
+                "reference": item.reference,
+                "amount": sum((amount for _, amount in legs if amount > 0), Decimal(0)),
+                "currency": item.currency,
+                "balance_after": None,
+                "description": item.description,
+                "created_at": now,
+            }
+        )
+        postings.extend(
+            {
+                "transaction_id": txn_id,
+                "ledger_account_id": ids[f"{name}:{item.currency}"],
+                "amount": amount,
+            }
+            for name, amount in legs
+        )
+    if txns:
+        # executemany: compiled once, sent in pages of rows (not one huge VALUES to compile)
+        connection.execute(insert(_TXN), txns)
+        connection.execute(insert(_POSTINGS), postings)
+    return ids_out
