@@ -8,8 +8,9 @@ the accounts locked in one (id order: two importers never deadlock on each other
 their open invoices in one; the rules (worker/bank/matching.py, the same code `receive`
 runs) are applied in Python in statement order, so an account met many times sees its own
 earlier transfers; then the ledger legs, the transfers' outcomes and the events are
-written in bulk. Paying an invoice runs the charge engine per invoice
-(worker/bank/booking.py `pay`): its hooks (settlement, final invoice, mail) are the rules.
+written in bulk. Invoices are paid in bulk too (worker/bank/settling.py: what the charge
+engine and its hooks write, numbers of the final invoices as one gap-free block), except
+for an account that needs more than that, paid through the engine (`booking.pay`).
 Lock order as everywhere: the account, then its invoices and charges.
 """
 
@@ -26,7 +27,7 @@ from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from worker.bank import matching
-from worker.bank.booking import Applied, receipt_legs, suspense_legs
+from worker.bank.booking import Applied, pay, receipt_legs, suspense_legs
 from worker.bank.models import BankTransfer
 from worker.bank.receiving import (
     Incoming,
@@ -39,6 +40,7 @@ from worker.bank.receiving import (
     unmatched_fields,
     view_of,
 )
+from worker.bank.settling import BulkPayer
 from worker.db.session import UnitOfWork
 from worker.invoices.models import Invoice, InvoiceStatus
 from worker.kernel import bank_settings
@@ -159,7 +161,8 @@ def receive_many(
     uow: UnitOfWork, items: Sequence[Incoming], *, source: str, now: datetime
 ) -> list[dict[str, Any] | DomainError]:
     """`receive` for a statement chunk, in the caller's transaction and in a fixed number
-    of statements plus one charge-engine payment per invoice paid (see the module doc).
+    of statements (see the module doc; an account the bulk payer cannot take pays its
+    invoices through the charge engine, one at a time).
 
     Returns, per item in order, its `receive` result or the DomainError that refused it
     (a repeated bank reference with another amount or currency: nothing written for it).
@@ -196,6 +199,7 @@ def receive_many(
             account_id = named[0][1]
         found[i] = (account_id, named)
     locked, open_by = _lock_accounts(session, {a for a, _ in found.values() if a is not None})
+    bulk_payer = BulkPayer(uow, locked, open_by, now)
     legs: list[Legs] = []
     stored: list[dict[str, Any]] = []
     notes: list[tuple[str, str | None, dict[str, Any]]] = []
@@ -248,6 +252,7 @@ def receive_many(
                     named_ids=[inv_id for inv_id, acc_id in named if acc_id == account.id],
                     now=now,
                     known=open_by[account.id],
+                    payer=bulk_payer.pay if bulk_payer.takes(account) else pay,
                 )
             except DomainError as exc:
                 raise Redo(str(exc)) from exc
@@ -265,6 +270,15 @@ def receive_many(
             }
         )
         notes.append(("bank_transfer.received", outcome.account_id, received_fields(view)))
+    try:
+        numbers = bulk_payer.flush(uow)
+    except DomainError as exc:
+        raise Redo(str(exc)) from exc
+    for item in stored:  # the final invoices' numbers, taken as one block by the flush
+        for applied_view in item["result"]["applied"]:
+            final_id = applied_view["final_invoice_id"]
+            if final_id in numbers:
+                applied_view["final_number"] = numbers[final_id]
     post_legs_many(uow, legs, now)
     _store_outcomes(session, stored)
     events.record_many(uow, notes, now)

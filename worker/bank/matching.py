@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -36,6 +36,24 @@ from worker.invoices import mails as invoice_mails
 from worker.invoices.models import Invoice, InvoiceStatus
 from worker.kernel import bank_settings
 from worker.ledger.models import Account
+
+
+class Payer(Protocol):
+    """Pays one open pro-forma from unapplied funds: `booking.pay` (through the charge
+    engine), or a statement chunk's bulk payer (worker/bank/settling.py)."""
+
+    def __call__(
+        self,
+        uow: UnitOfWork,
+        account: Account,
+        invoice: Invoice,
+        *,
+        used: Decimal,
+        reference: str,
+        method: str,
+        now: datetime,
+    ) -> Applied: ...
+
 
 _INVOICE_NUMBER = re.compile(r"\b(PF|INV)[\s-]?(\d{4})[\s-]?(\d{6})\b")
 
@@ -130,10 +148,12 @@ def auto_apply(
     method: str,
     now: datetime,
     known: Sequence[Invoice] | None = None,
+    payer: Payer = pay,
 ) -> list[Applied]:
     """Rule 7: the unapplied funds pay every open invoice they fully cover, oldest first.
     The caller holds the account lock. `known`: the account's open invoices as the caller
-    loaded and locked them, oldest first (those paid since are skipped); None: query."""
+    loaded and locked them, oldest first (those paid since are skipped); None: query.
+    `payer`: how one is paid (default `booking.pay`)."""
     paid: list[Applied] = []
     if account.unapplied <= 0:
         return paid
@@ -144,7 +164,7 @@ def auto_apply(
     for invoice in candidates:
         if invoice.amount <= account.unapplied:
             paid.append(
-                pay(
+                payer(
                     uow,
                     account,
                     invoice,
@@ -167,10 +187,11 @@ def match(
     named_ids: Sequence[str],
     now: datetime,
     known: Sequence[Invoice] | None = None,
+    payer: Payer = pay,
 ) -> list[Applied]:
     """Rules 3-8 for `amount` that has just joined the account's unapplied funds (the
     caller holds the account lock). `named_ids`: the account's invoices the memo names;
-    `known`: as for `auto_apply`."""
+    `known`, `payer`: as for `auto_apply`."""
     pay_kw: dict[str, Any] = {"reference": bank_reference, "method": "bank_transfer", "now": now}
     if known is None:
         open_now = open_invoices(uow.session, account.id, account.currency)
@@ -181,15 +202,15 @@ def match(
     if named_open:  # 3: the invoices the memo names
         for invoice in named_open:
             if invoice.amount <= account.unapplied:
-                paid.append(pay(uow, account, invoice, used=invoice.amount, **pay_kw))
+                paid.append(payer(uow, account, invoice, used=invoice.amount, **pay_kw))
     elif not named_ids:
         exact = next((inv for inv in open_now if inv.amount == amount), None)
         if exact is not None and exact.amount <= account.unapplied:  # 4: the same amount
-            paid.append(pay(uow, account, exact, used=exact.amount, **pay_kw))
+            paid.append(payer(uow, account, exact, used=exact.amount, **pay_kw))
         else:  # 5: oldest first, as far as the money goes
             for invoice in open_now:
                 if invoice.amount <= account.unapplied:
-                    paid.append(pay(uow, account, invoice, used=invoice.amount, **pay_kw))
+                    paid.append(payer(uow, account, invoice, used=invoice.amount, **pay_kw))
     still_open = _still_open(open_now)
     candidates = _still_open(named_open) or still_open
     if not paid and candidates and account.unapplied > 0:  # 6: within the tolerance
@@ -199,9 +220,9 @@ def match(
         funds = account.unapplied
         short = next((inv for inv in candidates if inv.amount - funds <= min(allowed, funds)), None)
         if short is not None:
-            paid.append(pay(uow, account, short, used=account.unapplied, **pay_kw))
+            paid.append(payer(uow, account, short, used=account.unapplied, **pay_kw))
     # 7: leftovers cover older invoices
-    paid.extend(auto_apply(uow, account, known=open_now, **pay_kw))
+    paid.extend(auto_apply(uow, account, known=open_now, payer=payer, **pay_kw))
     if not paid and candidates:  # 8: tell the customer what is still due
         first = candidates[0]
         invoice_mails.still_due(

@@ -19,9 +19,16 @@ from sqlalchemy import Table, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from worker.db.base import new_id
+from worker.db.copy import copy_rows
 from worker.db.session import UnitOfWork
-from worker.ledger.models import LedgerAccount, LedgerTransaction, Posting
-from worker.ledger.service import system_account_id
+from worker.ledger import hooks
+from worker.ledger.models import Account, LedgerAccount, LedgerTransaction, Posting
+from worker.ledger.service import (
+    _apply_depletion_rule,
+    _rearm_alert,
+    check_fits,
+    system_account_id,
+)
 
 _TXN = cast(Table, LedgerTransaction.__table__)
 _POSTINGS = cast(Table, Posting.__table__)
@@ -100,6 +107,14 @@ def post_legs(
         ],
     )
     return txn_id
+
+
+def _insert_rows(
+    uow: UnitOfWork, txns: list[dict[str, Any]], postings: list[dict[str, Any]]
+) -> None:
+    """Transactions, then their postings, by COPY (worker/db/copy.py: new ids only)."""
+    copy_rows(uow.session, _TXN, txns)
+    copy_rows(uow.session, _POSTINGS, postings)
 
 
 def _ledger_ids(uow: UnitOfWork, codes: set[str], now: datetime) -> dict[str, int]:
@@ -190,7 +205,91 @@ def post_legs_many(uow: UnitOfWork, items: Sequence[Legs], now: datetime) -> lis
             for name, amount in legs
         )
     if txns:
-        # executemany: compiled once, sent in pages of rows (not one huge VALUES to compile)
-        connection.execute(insert(_TXN), txns)
-        connection.execute(insert(_POSTINGS), postings)
+        _insert_rows(uow, txns, postings)
     return ids_out
+
+
+@dataclass(frozen=True)
+class Credit:
+    """One customer credit for `credit_many` (as `ledger.post` with a positive amount)."""
+
+    account: Account
+    kind: str
+    reference: str
+    amount: Decimal
+    counter: str  # the system account name, without its currency
+    description: str | None
+
+
+def credit_many(
+    uow: UnitOfWork, credits: Sequence[Credit], now: datetime
+) -> list[tuple[str, Decimal]]:
+    """`ledger.post` for many credits (amount > 0), in order, in a fixed number of
+    statements: each a balanced pair of postings, the cached balance updated, the depletion
+    rule (a depleted account reactivated), the alert re-armed and the credit hooks run, as
+    `post` does. Returns `(transaction id, balance after)` per credit.
+
+    Raises ValidationError (amount) when a balance would pass MAX_AMOUNT, ValueError for a
+    non-positive amount (a bug); the caller holds the accounts' locks and rolls back on any
+    error (the accounts in memory have moved)."""
+    if not credits:
+        return []
+    session = uow.session
+    if session.new or session.dirty:
+        session.flush()
+    connection = session.connection()
+    customer_ids = {
+        account_id: ledger_id
+        for account_id, ledger_id in connection.execute(
+            select(_ACCOUNTS.c.account_id, _ACCOUNTS.c.id).where(
+                _ACCOUNTS.c.account_id.in_(sorted({c.account.id for c in credits}))
+            )
+        )
+    }
+    counters = _ledger_ids(uow, {f"{c.counter}:{c.account.currency}" for c in credits}, now)
+    out: list[tuple[str, Decimal]] = []
+    txns: list[dict[str, Any]] = []
+    postings: list[dict[str, Any]] = []
+    for credit in credits:
+        account = credit.account
+        if credit.amount <= 0:
+            raise ValueError(f"{credit.kind} {credit.reference}: a credit must be positive")
+        check_fits(account, credit.amount)
+        if account.id not in customer_ids:
+            raise RuntimeError(f"account {account.id} has no ledger account")
+        txn = LedgerTransaction(
+            id=new_id("txn"),
+            account_id=account.id,
+            kind=credit.kind,
+            reference=credit.reference,
+            amount=credit.amount,
+            currency=account.currency,
+            balance_after=account.balance + credit.amount,
+            description=credit.description,
+            created_at=now,
+        )
+        txns.append({column.key: getattr(txn, column.key) for column in _TXN.columns})
+        postings.append(
+            {
+                "transaction_id": txn.id,
+                "ledger_account_id": customer_ids[account.id],
+                "amount": credit.amount,
+            }
+        )
+        postings.append(
+            {
+                "transaction_id": txn.id,
+                "ledger_account_id": counters[f"{credit.counter}:{account.currency}"],
+                "amount": -credit.amount,
+            }
+        )
+        account.balance = account.balance + credit.amount
+        account.updated_at = now
+        # The rest of `post`, on a transaction object that is never added to the session
+        # (its row goes in with the others below).
+        _apply_depletion_rule(uow, account, txn, now)
+        _rearm_alert(account, txn)
+        hooks.after_credit(uow, account, txn, now)
+        out.append((txn.id, account.balance))
+    _insert_rows(uow, txns, postings)
+    return out

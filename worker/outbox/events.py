@@ -12,9 +12,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, select, update
 
 from worker.db.base import new_id
+from worker.db.copy import copy_rows
 from worker.db.session import UnitOfWork
 from worker.kernel import task_names
 from worker.kernel.clock import isoformat
@@ -63,7 +64,7 @@ def record_many(
         }
         for type_, account_id, data in items
     ]
-    uow.session.connection().execute(insert(cast(Table, Event.__table__)), rows)
+    copy_rows(uow.session, cast(Table, Event.__table__), rows)  # new ids: COPY
     uow.enqueue(RELAY_TASK)
 
 
