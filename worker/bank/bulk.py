@@ -41,6 +41,7 @@ from worker.bank.receiving import (
     view_of,
 )
 from worker.bank.settling import BulkPayer
+from worker.db.bulk import among
 from worker.db.session import UnitOfWork
 from worker.invoices.models import Invoice, InvoiceStatus
 from worker.kernel import bank_settings
@@ -81,7 +82,9 @@ def _lookups(
         by_ref = {
             ref: acc_id
             for ref, acc_id in session.execute(
-                select(Account.bank_reference, Account.id).where(Account.bank_reference.in_(refs))
+                select(Account.bank_reference, Account.id).where(
+                    among(session, Account.bank_reference, refs)
+                )
             )
             if ref is not None
         }
@@ -91,7 +94,7 @@ def _lookups(
             number: (inv_id, acc_id)
             for number, inv_id, acc_id in session.execute(
                 select(Invoice.number, Invoice.id, Invoice.account_id).where(
-                    Invoice.number.in_(numbers)
+                    among(session, Invoice.number, numbers)
                 )
             )
             if number is not None
@@ -110,7 +113,7 @@ def _lock_accounts(
         acc.id: acc
         for acc in session.scalars(
             select(Account)
-            .where(Account.id.in_(sorted(ids)))
+            .where(among(session, Account.id, sorted(ids)))
             .order_by(Account.id)
             .with_for_update()
             .execution_options(populate_existing=True)
@@ -119,7 +122,9 @@ def _lock_accounts(
     open_by: dict[str, list[Invoice]] = {acc_id: [] for acc_id in locked}
     for inv in session.scalars(
         select(Invoice)
-        .where(Invoice.account_id.in_(sorted(locked)), Invoice.status == InvoiceStatus.OPEN)
+        .where(
+            among(session, Invoice.account_id, sorted(locked)), Invoice.status == InvoiceStatus.OPEN
+        )
         .order_by(Invoice.account_id, Invoice.created_at, Invoice.id)
         .with_for_update()
     ):
@@ -185,7 +190,7 @@ def receive_many(
                 BankTransfer.amount,
                 BankTransfer.currency,
                 BankTransfer.result,
-            ).where(BankTransfer.bank_reference.in_(old))
+            ).where(among(session, BankTransfer.bank_reference, old))
         ):
             seen[ref] = (t_id, amount, currency, result)
     new = [i for i in rows if items[i].bank_reference in inserted]

@@ -34,6 +34,7 @@ from worker.charges import engine
 from worker.charges.models import Charge
 from worker.charges.states import ALLOWED, Purpose
 from worker.db.base import new_id
+from worker.db.bulk import among
 from worker.db.session import UnitOfWork
 from worker.invoices import mails as invoice_mails
 from worker.invoices import numbering
@@ -88,7 +89,7 @@ class BulkPayer:
             c.id: c
             for c in session.scalars(
                 select(Charge)
-                .where(Charge.id.in_(charge_ids))
+                .where(among(session, Charge.id, charge_ids))
                 .order_by(Charge.id)
                 .with_for_update()
             )
@@ -96,7 +97,7 @@ class BulkPayer:
         with_final = set(
             session.scalars(
                 select(Invoice.charge_id).where(
-                    Invoice.charge_id.in_(charge_ids), Invoice.kind == InvoiceKind.FINAL
+                    among(session, Invoice.charge_id, charge_ids), Invoice.kind == InvoiceKind.FINAL
                 )
             )
         )

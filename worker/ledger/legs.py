@@ -15,11 +15,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, tuple_
+from sqlalchemy import Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from worker.db.base import new_id
-from worker.db.copy import copy_rows
+from worker.db.bulk import among, copy_rows
 from worker.db.session import UnitOfWork
 from worker.ledger import hooks
 from worker.ledger.models import Account, LedgerAccount, LedgerTransaction, Posting
@@ -112,7 +112,7 @@ def post_legs(
 def _insert_rows(
     uow: UnitOfWork, txns: list[dict[str, Any]], postings: list[dict[str, Any]]
 ) -> None:
-    """Transactions, then their postings, by COPY (worker/db/copy.py: new ids only)."""
+    """Transactions, then their postings, by COPY (worker/db/bulk.py: new ids only)."""
     copy_rows(uow.session, _TXN, txns)
     copy_rows(uow.session, _POSTINGS, postings)
 
@@ -124,7 +124,9 @@ def _ledger_ids(uow: UnitOfWork, codes: set[str], now: datetime) -> dict[str, in
     if not codes:
         return {}
     connection = session.connection()
-    query = select(_ACCOUNTS.c.code, _ACCOUNTS.c.id).where(_ACCOUNTS.c.code.in_(sorted(codes)))
+    query = select(_ACCOUNTS.c.code, _ACCOUNTS.c.id).where(
+        among(session, _ACCOUNTS.c.code, sorted(codes))
+    )
     found: dict[str, int] = {code: id_ for code, id_ in connection.execute(query)}
     missing = sorted(codes - found.keys())
     if missing:
@@ -157,14 +159,16 @@ def post_legs_many(uow: UnitOfWork, items: Sequence[Legs], now: datetime) -> lis
     wanted = {(item.kind, item.reference) for item, legs in zip(items, kept, strict=True) if legs}
     done: set[tuple[str, str]] = set()
     if wanted:
-        pairs = tuple_(LedgerTransaction.kind, LedgerTransaction.reference)
+        references = sorted({reference for _, reference in wanted})
         done = {
             (kind, reference)
             for kind, reference in connection.execute(
                 select(LedgerTransaction.kind, LedgerTransaction.reference).where(
-                    LedgerTransaction.account_id.is_(None), pairs.in_(sorted(wanted))
+                    LedgerTransaction.account_id.is_(None),
+                    among(session, LedgerTransaction.reference, references),
                 )
             )
+            if (kind, reference) in wanted
         }
     codes = {
         f"{name}:{item.currency}"
@@ -242,7 +246,7 @@ def credit_many(
         account_id: ledger_id
         for account_id, ledger_id in connection.execute(
             select(_ACCOUNTS.c.account_id, _ACCOUNTS.c.id).where(
-                _ACCOUNTS.c.account_id.in_(sorted({c.account.id for c in credits}))
+                among(session, _ACCOUNTS.c.account_id, sorted({c.account.id for c in credits}))
             )
         )
     }

@@ -15,7 +15,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, update
 
 from worker.db.base import new_id
-from worker.db.copy import copy_rows
+from worker.db.bulk import copy_rows
 from worker.db.session import UnitOfWork
 from worker.kernel import task_names
 from worker.kernel.clock import isoformat
