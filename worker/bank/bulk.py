@@ -28,9 +28,9 @@ from sqlalchemy.orm import Session
 
 from worker.bank import matching
 from worker.bank.booking import Applied, pay, receipt_legs, suspense_legs
+from worker.bank.incoming import Incoming
 from worker.bank.models import BankTransfer
 from worker.bank.receiving import (
-    Incoming,
     Outcome,
     insert_new,
     new_row,

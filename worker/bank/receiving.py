@@ -15,7 +15,6 @@ Lock order everywhere: the account, then its invoices and charges.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -29,22 +28,19 @@ from sqlalchemy.orm import Session
 from worker.accounts import service as accounts
 from worker.bank import matching
 from worker.bank.booking import BANK_IN, Applied, receipt_legs, suspense_legs
+from worker.bank.incoming import Incoming, check
 from worker.bank.models import BankTransfer, TransferStatus
-from worker.charges import engine
 from worker.db.base import new_id
 from worker.db.session import UnitOfWork
 from worker.invoices.models import Invoice
-from worker.kernel import validation
 from worker.kernel.clock import isoformat
-from worker.kernel.errors import IdempotencyConflict, ValidationError
+from worker.kernel.errors import IdempotencyConflict
 from worker.kernel.money import format_amount
 from worker.ledger import service as ledger
 from worker.ledger.legs import post_legs
 from worker.ledger.models import Account
 from worker.outbox import events
 
-MEMO_MAX = 1000
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _RECEIVED_FIELDS = (
     "transfer_id",
     "status",
@@ -55,67 +51,6 @@ _RECEIVED_FIELDS = (
     "unapplied",
     "reason",
 )
-
-
-# --- input -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """One transfer as the bank reports it, checked."""
-
-    amount: Decimal
-    currency: str
-    bank_reference: str
-    memo: str | None
-    value_date: date | None
-    booking_date: date | None = None
-
-
-def _date(value: object, field_name: str) -> date | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, date):
-        return value
-    if not isinstance(value, str):
-        raise ValidationError(field_name, "must be a date YYYY-MM-DD")
-    try:
-        return date.fromisoformat(value.strip())
-    except ValueError:
-        raise ValidationError(field_name, f"is not a date YYYY-MM-DD: {value[:20]!r}") from None
-
-
-def check(
-    *,
-    amount: object,
-    currency: object,
-    bank_reference: object,
-    memo: object = None,
-    value_date: object = None,
-    booking_date: object = None,
-) -> Incoming:
-    """Validate one transfer (each error names its field); nothing is written."""
-    ref = validation.reference(bank_reference, "bank_reference")
-    cur = validation.currency(currency)
-    value = engine.chargeable_amount(amount, cur)
-    if value <= 0:
-        raise ValidationError("amount", "must be positive (money in)")
-    text_ = None
-    if memo is not None:
-        if not isinstance(memo, str):
-            raise ValidationError("memo", "must be a string")
-        # Free text from a payer: card numbers redacted, line breaks folded.
-        text_ = validation.text(
-            _CONTROL.sub(" ", memo), "memo", max_length=MEMO_MAX, required=False
-        )
-    return Incoming(
-        amount=value,
-        currency=cur,
-        bank_reference=ref,
-        memo=text_,
-        value_date=_date(value_date, "value_date"),
-        booking_date=_date(booking_date, "booking_date"),
-    )
 
 
 # --- one transfer --------------------------------------------------------------------------------

@@ -30,15 +30,15 @@ from worker.bank.booking import BANK_IN as BANK_IN
 from worker.bank.booking import SUSPENSE as SUSPENSE
 from worker.bank.booking import Applied as Applied
 from worker.bank.booking import unapplied_code as unapplied_code
+from worker.bank.incoming import MEMO_MAX as MEMO_MAX
+from worker.bank.incoming import Incoming as Incoming
+from worker.bank.incoming import check as check
 from worker.bank.matching import Identified as Identified
 from worker.bank.matching import auto_apply as auto_apply
 from worker.bank.matching import identify as identify
 from worker.bank.matching import invoice_numbers_in as invoice_numbers_in
 from worker.bank.matching import tolerance as tolerance
 from worker.bank.models import BankTransfer, TransferStatus
-from worker.bank.receiving import MEMO_MAX as MEMO_MAX
-from worker.bank.receiving import Incoming as Incoming
-from worker.bank.receiving import check as check
 from worker.bank.receiving import receive as receive
 from worker.bank.receiving import receive_one as receive_one
 from worker.bank.receiving import simulate as simulate
