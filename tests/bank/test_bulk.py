@@ -263,3 +263,36 @@ def test_two_imports_at_once_in_small_chunks_move_money_once(
         assert acc.balance == Decimal("30") and acc.unapplied == Decimal("80")
     _assert_gap_free()
     s.audit_ok()
+
+
+def test_a_payment_refused_in_a_chunk_is_reported_on_its_line_and_the_rest_goes_in(
+    tmp_path: Path,
+) -> None:
+    """The bulk payer meets a credit that would pass MAX_AMOUNT: the chunk is redone one
+    entry at a time, so the error lands on its line and the other lines go in."""
+    from worker.kernel.money import MAX_AMOUNT
+
+    full, other = s.account(), s.account()
+    s.proforma(full, "50.00", s.method(full))
+    with unit_of_work() as uow:  # a balance the pro-forma's 50 would take past the maximum
+        uow.session.execute(
+            update(Account).where(Account.id == full).values(balance=MAX_AMOUNT - 10)
+        )
+    xml = camt.statement(
+        [
+            camt.entry("M-1", "5.00", s.reference(other)),
+            camt.entry("M-2", "50.00", s.reference(full)),
+            camt.entry("M-3", "7.00", s.reference(other)),
+        ]
+    )
+    path = tmp_path / "max.xml"
+    path.write_text(xml, encoding="utf-8")
+    with unit_of_work() as uow:
+        result = statements.import_file(uow, str(path))
+    [error] = result["errors"]
+    lines = xml.splitlines()
+    assert error["field"] == "amount"
+    assert error["line"] == lines.index(next(x for x in lines if "M-2" in x)) + 1
+    assert result["transfers"] == 2 and result["unapplied"] == 2
+    assert s.get_account(other).unapplied == Decimal("12")
+    assert s.get_account(full).unapplied == 0 and s.count(BankTransfer) == 2

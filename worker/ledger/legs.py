@@ -1,6 +1,8 @@
 """Balanced system transactions of more than two legs (bank transfers: money received,
 unapplied funds, suspense, bank fees), beside `ledger.post` (customer balances) and
-`ledger.transfer_system` (two system accounts).
+`ledger.transfer_system` (two system accounts); and both kinds for many at once
+(`post_legs_many`, `credit_many`: a statement import's chunk, in a fixed number of
+statements).
 
 Sign convention as everywhere in the book: what the platform owes is positive (a customer's
 balance, a customer's unapplied funds, suspense), what it holds or spent is negative (money
@@ -289,8 +291,8 @@ def credit_many(
         )
         account.balance = account.balance + credit.amount
         account.updated_at = now
-        # The rest of `post`, on a transaction object that is never added to the session
-        # (its row goes in with the others below).
+        # The rest of `post`, its very own functions (same package, not copies), on a
+        # transaction object that is never added to the session (its row goes in below).
         _apply_depletion_rule(uow, account, txn, now)
         _rearm_alert(account, txn)
         hooks.after_credit(uow, account, txn, now)
