@@ -5,7 +5,8 @@ one sent by the task would be: the same statement imported twice, or two imports
 move money once (the bank reference is unique; a second importer waits on the first's
 row, then finds it). Debit entries (money out: negative amounts, `DBIT`) are counted as
 `skipped`, never credited. A bad entry is reported as `{line, field, message}` while the
-good ones go in; each entry is applied wholly or not at all (a savepoint each).
+good ones go in; a chunk of BATCH entries is one transaction, received in bulk
+(worker/bank/bulk.py), applied wholly or not at all.
 
 camt.053 is parsed with lxml with entities, DTDs and network access off (and a DOCTYPE
 refused), streaming (`iterparse`): a statement of 100,000 entries never sits in memory.
@@ -33,6 +34,7 @@ from typing import IO, Any
 from lxml import etree
 from sqlalchemy.exc import OperationalError
 
+from worker.bank import bulk
 from worker.bank import service as bank
 from worker.db.session import UnitOfWork
 from worker.kernel import clock
@@ -41,7 +43,7 @@ from worker.kernel.errors import DomainError, ValidationError
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("bank_reference", "booking_date", "value_date", "amount", "currency", "memo")
-BATCH = 200  # entries per transaction (each in its own savepoint)
+BATCH = 1000  # entries per transaction (a chunk, received in bulk: worker/bank/bulk.py)
 FORMATS = ("camt053", "csv")
 
 
@@ -224,6 +226,8 @@ def _count(result: dict[str, Any], status: str, duplicate: bool) -> None:
 def _receive_batch(
     uow: UnitOfWork, batch: list[Entry], result: dict[str, Any], now: datetime, *, savepoints: bool
 ) -> None:
+    """One entry at a time (each in a savepoint, or each committed on its own): the path a
+    chunk takes when the bulk one cannot place an error on its line."""
     for entry in batch:
         assert entry.fields is not None
         try:
@@ -247,13 +251,38 @@ def _receive_batch(
         _count(result, outcome["status"], bool(outcome["duplicate"]))
 
 
+def _receive_chunk(
+    uow: UnitOfWork, batch: list[Entry], result: dict[str, Any], now: datetime
+) -> None:
+    """The whole chunk in bulk (worker/bank/bulk.py), in the caller's transaction."""
+    lines: list[int] = []
+    items: list[bank.Incoming] = []
+    for entry in batch:
+        assert entry.fields is not None
+        try:
+            items.append(bank.check(**entry.fields))
+        except DomainError as exc:
+            result["errors"].append({"line": entry.line, "field": exc.field, "message": str(exc)})
+            continue
+        lines.append(entry.line)
+    outcomes = bulk.receive_many(uow, items, source="import", now=now)
+    for line, outcome in zip(lines, outcomes, strict=True):
+        if isinstance(outcome, DomainError):
+            result["errors"].append({"line": line, "field": outcome.field, "message": str(outcome)})
+            continue
+        result["transfers"] += 1
+        _count(result, outcome["status"], bool(outcome["duplicate"]))
+
+
 def import_entries(uow: UnitOfWork, items: Iterator[Entry], now: datetime) -> dict[str, Any]:
     """Receive every credit entry, BATCH per transaction; returns `{transfers, matched,
     partial, unapplied, unmatched, duplicates, skipped, errors: [{line, field, message}]}`.
 
-    `transfers` counts the credit entries received (duplicates included). A batch that
-    meets a deadlock (two imports locking accounts in another order) is rolled back and
-    redone one entry per transaction."""
+    `transfers` counts the credit entries received (duplicates included). A chunk goes in
+    whole or not at all. One the bulk path cannot place an error of on its line (a payment
+    the charge engine refused) is rolled back and redone one entry per savepoint; one that
+    meets a deadlock (an import locking accounts in another order) is rolled back and redone
+    one entry per transaction."""
     result: dict[str, Any] = {
         "transfers": 0,
         "matched": 0,
@@ -266,22 +295,30 @@ def import_entries(uow: UnitOfWork, items: Iterator[Entry], now: datetime) -> di
     }
     batch: list[Entry] = []
 
+    def restore(snapshot: dict[str, Any]) -> None:
+        uow.rollback()
+        result.clear()
+        result.update({k: (list(v) if isinstance(v, list) else v) for k, v in snapshot.items()})
+
     def flush() -> None:
         if not batch:
             return
         snapshot = {k: (list(v) if isinstance(v, list) else v) for k, v in result.items()}
         try:
-            _receive_batch(uow, batch, result, now, savepoints=True)
+            try:
+                _receive_chunk(uow, batch, result, now)
+            except bulk.Redo as exc:
+                log.warning("statement chunk redone one entry at a time: %s", str(exc)[:200])
+                restore(snapshot)
+                _receive_batch(uow, batch, result, now, savepoints=True)
             uow.commit()
         except OperationalError as exc:
             log.warning(
-                "statement batch of %d rolled back (%s); one entry at a time",
+                "statement chunk of %d rolled back (%s); one entry at a time",
                 len(batch),
                 str(exc).splitlines()[0][:200],
             )
-            uow.rollback()
-            result.clear()
-            result.update(snapshot)
+            restore(snapshot)
             _receive_batch(uow, batch, result, now, savepoints=False)
         batch.clear()
 

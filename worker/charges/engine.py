@@ -439,6 +439,11 @@ def install_hook(name: str, hook: OutcomeHook) -> None:
     _hooks[name] = hook
 
 
+def installed_hooks() -> list[str]:
+    """The names of the installed outcome hooks (a bulk payer checks it knows them all)."""
+    return list(_hooks)
+
+
 def _hooks_in_order() -> list[OutcomeHook]:
     missing = [name for name in REQUIRED_HOOKS if name not in _hooks]
     if missing:

@@ -99,6 +99,16 @@ def _outbox_time(moment: datetime) -> datetime:
 
 def issued(uow: UnitOfWork, account: Account, invoice: Invoice, now: datetime) -> None:
     """Mail a pro-forma (instructions) or a final invoice (PDF attached), once per invoice."""
+    mail.queue(uow, **issued_mail(account, invoice, now))
+
+
+def issued_many(uow: UnitOfWork, items: list[tuple[Account, Invoice]], now: datetime) -> None:
+    """`issued` for many invoices in one statement (a statement import's chunk)."""
+    mail.queue_many(uow, [issued_mail(account, invoice, now) for account, invoice in items])
+
+
+def issued_mail(account: Account, invoice: Invoice, now: datetime) -> dict[str, Any]:
+    """The keyword arguments of `mail.queue` for an invoice's mail (`issued`)."""
     kind = {
         InvoiceKind.PROFORMA: "invoice_proforma",
         InvoiceKind.CREDIT_NOTE: "invoice_credit_note",
@@ -109,19 +119,18 @@ def issued(uow: UnitOfWork, account: Account, invoice: Invoice, now: datetime) -
         log.exception("invoice %s: mail template failed, sending the fallback", invoice.id)
         subject = f"Invoice {invoice.number}"
         text = f"Invoice {invoice.number}: {invoice.amount} {invoice.currency}.\n"
-    mail.queue(
-        uow,
-        dedupe_key=f"invoice.issued:{invoice.id}",
-        kind=f"invoice.{invoice.kind}",
-        subject=subject,
-        text_body=text,
-        recipients=recipients(account),
-        account_id=account.id,
-        attachments=[
+    return {
+        "dedupe_key": f"invoice.issued:{invoice.id}",
+        "kind": f"invoice.{invoice.kind}",
+        "subject": subject,
+        "text_body": text,
+        "recipients": recipients(account),
+        "account_id": account.id,
+        "attachments": [
             {"renderer": PDF_RENDERER, "ref": invoice.id, "filename": f"{invoice.number}.pdf"}
         ],
-        now=_outbox_time(now),
-    )
+        "now": _outbox_time(now),
+    }
 
 
 def still_due(

@@ -52,6 +52,28 @@ def take(session: Session, series: Series, issued_at: datetime) -> str:
     return format_number(series, year, last)
 
 
+def take_block(session: Session, series: Series, issued_at: datetime, count: int) -> list[str]:
+    """The next `count` numbers of `series` in one statement (a statement import's chunk),
+    in order; as `take`, in the transaction that stores the invoices with them: a rollback
+    takes the whole block back (no gap), and the counter row stays locked until the end."""
+    if count <= 0:
+        return []
+    year = year_of(issued_at)
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(InvoiceCounter)
+        .values(series=series.value, year=year, last=count)
+        .on_conflict_do_update(
+            index_elements=[InvoiceCounter.series, InvoiceCounter.year],
+            set_={"last": InvoiceCounter.last + count},
+        )
+        .returning(InvoiceCounter.last)
+    )
+    last = session.execute(statement).scalar_one()
+    return [format_number(series, year, seq) for seq in range(last - count + 1, last + 1)]
+
+
 def format_number(series: Series, year: int, sequence: int) -> str:
     """`INV-2026-000042`; a year's millionth invoice widens the field rather than wrap."""
     return f"{series.value}-{year:04d}-{sequence:0{DIGITS}d}"

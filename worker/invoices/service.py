@@ -270,22 +270,21 @@ def _number(uow: UnitOfWork, invoice: Invoice, status: InvoiceStatus, now: datet
     invoice.status = status
     invoice.issued_at = now
     invoice.updated_at = now
-    events.record(
-        uow,
-        "invoice.issued",
-        invoice.account_id,
-        {
-            "invoice_id": invoice.id,
-            "number": invoice.number,
-            "kind": invoice.kind,
-            "status": invoice.status,
-            "amount": format_amount(invoice.amount, invoice.currency),
-            "currency": invoice.currency,
-            "charge_id": invoice.charge_id,
-            "method": invoice.method,
-        },
-        now,
-    )
+    events.record(uow, "invoice.issued", invoice.account_id, issued_data(invoice), now)
+
+
+def issued_data(invoice: Invoice) -> dict[str, Any]:
+    """The data of `invoice.issued` (CONTRACT.md)."""
+    return {
+        "invoice_id": invoice.id,
+        "number": invoice.number,
+        "kind": invoice.kind,
+        "status": invoice.status,
+        "amount": format_amount(invoice.amount, invoice.currency),
+        "currency": invoice.currency,
+        "charge_id": invoice.charge_id,
+        "method": invoice.method,
+    }
 
 
 def create_proforma(uow: UnitOfWork, charge: Charge, account: Account, now: datetime) -> Invoice:
@@ -405,6 +404,40 @@ def issue_credit_note(
     return note
 
 
+def final_of_proforma(
+    account: Account,
+    proforma: Invoice,
+    charge: Charge,
+    *,
+    invoice_id: str,
+    number: str,
+    method: str,
+    reference: str | None,
+    now: datetime,
+) -> Invoice:
+    """The final invoice `issue_final` makes when a pro-forma's charge succeeds, with its
+    number already taken (`numbering.take_block`, same transaction) and not yet added to the
+    session; the bulk payer (worker/bank/settling.py) writes its event and mail."""
+    invoice = _new(
+        account,
+        kind=InvoiceKind.FINAL,
+        status=InvoiceStatus.ISSUED,
+        amount=charge.amount,
+        currency=charge.currency,
+        method=method,
+        charge_id=charge.id,
+        now=now,
+    )
+    invoice.id = invoice_id
+    invoice.proforma_id = proforma.id
+    invoice.payment_reference = reference
+    invoice.paid_at = now
+    invoice.due_at = None
+    invoice.number = number
+    invoice.issued_at = now
+    return invoice
+
+
 def issue_pending(uow: UnitOfWork, invoice: Invoice, now: datetime) -> bool:
     """Number and mail a `pending` final invoice (the caller holds its row lock)."""
     if invoice.status != InvoiceStatus.PENDING:
@@ -419,23 +452,22 @@ def _mark_paid(uow: UnitOfWork, proforma: Invoice, final: Invoice, now: datetime
     proforma.status = InvoiceStatus.PAID
     proforma.paid_at = now
     proforma.updated_at = now
-    events.record(
-        uow,
-        "invoice.paid",
-        proforma.account_id,
-        {
-            "invoice_id": proforma.id,
-            "number": proforma.number,
-            "amount": format_amount(proforma.amount, proforma.currency),
-            "currency": proforma.currency,
-            "charge_id": proforma.charge_id,
-            "final_invoice_id": final.id,
-            "final_number": final.number,
-            "method": final.method,
-            "payment_reference": final.payment_reference,
-        },
-        now,
-    )
+    events.record(uow, "invoice.paid", proforma.account_id, paid_data(proforma, final), now)
+
+
+def paid_data(proforma: Invoice, final: Invoice) -> dict[str, Any]:
+    """The data of `invoice.paid` (CONTRACT.md)."""
+    return {
+        "invoice_id": proforma.id,
+        "number": proforma.number,
+        "amount": format_amount(proforma.amount, proforma.currency),
+        "currency": proforma.currency,
+        "charge_id": proforma.charge_id,
+        "final_invoice_id": final.id,
+        "final_number": final.number,
+        "method": final.method,
+        "payment_reference": final.payment_reference,
+    }
 
 
 def on_charge_outcome(uow: UnitOfWork, charge: Charge, recorded: Recorded) -> None:

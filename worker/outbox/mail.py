@@ -36,10 +36,10 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import column, select, table
+from sqlalchemy import Table, column, select, table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from config import Settings
@@ -281,33 +281,21 @@ def queue(
     `attachments`: `{renderer, ref, filename}` each, built when the mail is sent by the
     renderer installed under that name (`install_attachment_renderer`).
     """
-    if not dedupe_key or len(dedupe_key) > DEDUPE_KEY_MAX:
-        raise ValueError(f"dedupe_key: must be 1-{DEDUPE_KEY_MAX} characters")
-    if not kind or len(kind) > KIND_MAX:
-        raise ValueError(f"kind: must be 1-{KIND_MAX} characters")
     if recipients is None:
         recipients = account_recipients(uow, account_id) if account_id else []
-    addresses = _normalize_recipients(recipients, kind)
-    if not addresses:
-        log.warning(
-            "mail %s for account %s not queued: no invoice-and-alert address", kind, account_id
-        )
+    values = _row(
+        dedupe_key=dedupe_key,
+        kind=kind,
+        subject=subject,
+        text_body=text_body,
+        html_body=html_body,
+        recipients=recipients,
+        account_id=account_id,
+        attachments=attachments,
+        now=now,
+    )
+    if values is None:
         return None
-    values: dict[str, Any] = {
-        "id": new_id("mail"),
-        "dedupe_key": dedupe_key,
-        "account_id": account_id,
-        "kind": kind,
-        "recipients": addresses,
-        "subject": _clean_subject(subject),
-        "text_body": redact(text_body) or "",
-        "html_body": redact(html_body),
-        "attachments": [dict(item) for item in attachments] if attachments else None,
-        "status": "pending",
-        "attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
-    }
     # A second queue() for the same key, even from a racing transaction, folds into the
     # first row instead of failing the caller's transaction (and the fact it reports).
     dialect = uow.session.get_bind().dialect.name
@@ -322,6 +310,68 @@ def queue(
     if inserted is not None:
         uow.enqueue(SEND_TASK)
     return mail
+
+
+def queue_many(uow: UnitOfWork, mails: Sequence[Mapping[str, Any]]) -> int:
+    """`queue` for many mails at once (the keyword arguments of `queue` each, `recipients`
+    given): INSERT ... ON CONFLICT (dedupe_key) DO NOTHING, compiled once and sent in pages
+    of rows. Returns how many were new. Raises ValueError as `queue` does, before anything
+    is written."""
+    rows = [row for row in (_row(**dict(m)) for m in mails) if row is not None]
+    if not rows:
+        return 0
+    dialect = uow.session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    outbox = cast(Table, Mail.__table__)
+    statement = (
+        insert(outbox)
+        .on_conflict_do_nothing(index_elements=[outbox.c.dedupe_key])
+        .returning(outbox.c.id)
+    )
+    count = len(uow.session.connection().execute(statement, rows).all())
+    if count:
+        uow.enqueue(SEND_TASK)
+    return count
+
+
+def _row(
+    *,
+    dedupe_key: str,
+    kind: str,
+    subject: str,
+    text_body: str,
+    html_body: str | None = None,
+    recipients: Sequence[str],
+    account_id: str | None = None,
+    attachments: Sequence[Mapping[str, str]] | None = None,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """The outbox row of one mail (None: nobody to send to); ValueError for a bad key/kind."""
+    if not dedupe_key or len(dedupe_key) > DEDUPE_KEY_MAX:
+        raise ValueError(f"dedupe_key: must be 1-{DEDUPE_KEY_MAX} characters")
+    if not kind or len(kind) > KIND_MAX:
+        raise ValueError(f"kind: must be 1-{KIND_MAX} characters")
+    addresses = _normalize_recipients(recipients, kind)
+    if not addresses:
+        log.warning(
+            "mail %s for account %s not queued: no invoice-and-alert address", kind, account_id
+        )
+        return None
+    return {
+        "id": new_id("mail"),
+        "dedupe_key": dedupe_key,
+        "account_id": account_id,
+        "kind": kind,
+        "recipients": addresses,
+        "subject": _clean_subject(subject),
+        "text_body": redact(text_body) or "",
+        "html_body": redact(html_body),
+        "attachments": [dict(item) for item in attachments] if attachments else None,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
 
 
 def _message_id(mail_id: str, sender: str) -> str:

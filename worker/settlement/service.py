@@ -190,22 +190,28 @@ def settle(uow: UnitOfWork, charge: Charge, as_of: datetime) -> bool:
     if posted is None:  # the ledger already has it: only the status was behind
         log.error("charge %s: settlement was already posted; status repaired", charge.id)
         return False
-    events.record(
-        uow,
-        "funds.available",
-        None,
-        {
-            "charge_id": charge.id,
-            "account_id": charge.account_id,
-            "psp": charge.psp,
-            "amount": format_amount(charge.amount, charge.currency),
-            "currency": charge.currency,
-            "available_on": charge.available_on.isoformat() if charge.available_on else None,
-            "rule": charge.settlement_rule,
-        },
-        as_of,
-    )
+    events.record(uow, "funds.available", None, available_data(charge), as_of)
     return True
+
+
+def available_data(charge: Charge) -> dict[str, Any]:
+    """The data of `funds.available` for a settled charge."""
+    return {
+        "charge_id": charge.id,
+        "account_id": charge.account_id,
+        "psp": charge.psp,
+        "amount": format_amount(charge.amount, charge.currency),
+        "currency": charge.currency,
+        "available_on": charge.available_on.isoformat() if charge.available_on else None,
+        "rule": charge.settlement_rule,
+    }
+
+
+def plan(charge: Charge, country: str, succeeded_at: datetime) -> tuple[date, str, datetime]:
+    """(available_on, rule, the instant it begins) of a charge that succeeded then, as
+    `schedule` computes it (for a payer that records many successes at once); raises
+    when the timing data cannot date it."""
+    return _plan(charge, country, succeeded_at)
 
 
 # --- the roll-forward -----------------------------------------------------------------------
