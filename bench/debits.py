@@ -110,6 +110,13 @@ def build() -> list[str]:
 
 class Fleet:
     def __init__(self, env: dict[str, str]) -> None:
+        from worker.celery import app
+
+        # Workers left by an interrupted run would consume this run's messages too (and
+        # with old code): refuse, naming them, rather than measure a bigger fleet.
+        stale = [name for reply in app.control.ping(timeout=1.0) or [] for name in reply]
+        if stale:
+            raise SystemExit(f"workers already consume {env['BROKER_URL']}: {stale}; stop them")
         self.procs: list[subprocess.Popen[bytes]] = []
         for i in range(WORKERS):
             log = open(f"/tmp/bench_debits_worker{i}.log", "ab")  # noqa: SIM115
