@@ -481,3 +481,29 @@ def test_failure_and_cancellation_mails_reach_the_smtp_server_in_the_locale(
         assert received.rcpt_tos == ["ops@example.com"]
         body = received.message.get_body(preferencelist=("plain",))
         assert body is not None and UK in body.get_content()
+
+
+def test_a_batched_debit_that_depletes_suspends_numbers_as_a_single_one_does() -> None:
+    """debit_many (issue 16) runs the same depletion rule, hooks and mail as `debit`."""
+    from worker.usage import batch
+
+    account_id = _account("10")
+    number_id = _rent(account_id, fee="5")["id"]
+    at = T0 + timedelta(days=1)
+    with unit_of_work() as uow:
+        result = batch.debit_many(
+            uow,
+            debits=[
+                {"account_id": account_id, "amount": "2", "reference": "m-1"},
+                {"account_id": account_id, "amount": "3", "reference": "m-2"},  # depletes
+                {"account_id": account_id, "amount": "1", "reference": "m-3"},  # refused
+            ],
+            now=at,
+        )
+    assert [r["status"] for r in result["results"]] == ["ok", "ok", "refused"]
+    assert _account_row(account_id).status == "suspended"
+    assert _number(number_id).status == "suspended"
+    [suspended] = _events("number.suspended", account_id)
+    assert suspended.data["cancel_at"] == "2026-02-04T10:00:00+00:00"
+    [mail] = _mails("account.depleted", account_id)
+    assert "will be cancelled at" in mail.text_body
