@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from worker.accounts import admin
 from worker.accounts import service as accounts
@@ -240,6 +240,22 @@ def test_a_suspension_over_a_depletion_resumes_to_depleted_until_money_comes() -
     assert (shown["status"], shown["suspension_reason"]) == ("suspended", "depleted")
     _credit(account_id, "5")  # money lifts a depletion, as always
     assert _show(account_id)["status"] == "active"
+
+
+def test_a_depletion_is_still_known_at_resume_after_the_events_are_purged() -> None:
+    """The outbox purge deletes published events after 30 days, and an update moves
+    `updated_at`: neither may make a depleted account at zero active again."""
+    account_id = _create("Acme")
+    _credit(account_id, "1")
+    _debit(account_id, "1", "all")
+    with unit_of_work() as uow:
+        admin.suspend(uow, account_id=account_id, reason="review", now=T0)
+        admin.update(uow, account_id=account_id, name="Acme Ltd", now=T0 + timedelta(days=1))
+    with unit_of_work() as uow:
+        uow.session.execute(delete(Event).where(Event.account_id == account_id))
+    with unit_of_work() as uow:
+        shown = admin.resume(uow, account_id=account_id, now=T0 + timedelta(days=40))
+    assert (shown["status"], shown["suspension_reason"]) == ("suspended", "depleted")
 
 
 def test_a_new_account_at_zero_resumes_active() -> None:

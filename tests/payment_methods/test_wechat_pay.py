@@ -213,3 +213,19 @@ def test_balancectl_refuses_it_by_country_and_prints_the_qr_code_of_a_top_up() -
     shown = json.loads(topped.stdout)
     assert shown["status"] == "pending"
     assert shown["payment_instructions"]["qr_code"].startswith(QR_PREFIX)
+
+
+def test_a_country_changed_after_the_method_was_added_refuses_the_top_up() -> None:
+    from worker.accounts import admin
+
+    account_id = _account("CN")
+    wechat = _add(account_id)["id"]
+    with unit_of_work() as uow:
+        admin.update(uow, account_id=account_id, country="GB", now=T0)
+    with pytest.raises(ValidationError) as refused:
+        _top_up(account_id, wechat, "wx-after-move")
+    assert refused.value.field == "country"
+    with unit_of_work() as uow:  # nothing written: no charge
+        assert uow.session.scalar(
+            select(func.count()).select_from(Charge).where(Charge.account_id == account_id)
+        ) == 0  # fmt: skip

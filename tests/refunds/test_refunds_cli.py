@@ -26,7 +26,11 @@ def run(*args: str, code: int = 0) -> Any:
 
 def test_refund_list_refusals_and_bank_details() -> None:
     account_id, charge_id = r.card_account("30.00")
-    first = run("refund", charge_id, "10.00", "--reason", "goodwill", "--idempotency-key", "cli-1")
+    for generated in ("cli-1", "task-0b1f", " task-x"):  # the prefixes of generated keys
+        taken = run("refund", charge_id, "10.00", "--idempotency-key", generated, code=1)
+        assert taken["error"]["field"] == "idempotency_key"
+    assert run("refunds", account_id) == []  # nothing written
+    first = run("refund", charge_id, "10.00", "--reason", "goodwill", "--idempotency-key", "my-1")
     assert {k: first[k] for k in ("charge_id", "amount", "currency", "status", "balance")} == {
         "charge_id": charge_id,
         "amount": "10.00",
@@ -34,7 +38,7 @@ def test_refund_list_refusals_and_bank_details() -> None:
         "status": "succeeded",
         "balance": "20.00",
     }
-    assert run("refund", charge_id, "10.00", "--idempotency-key", "cli-1") == first
+    assert run("refund", charge_id, "10.00", "--idempotency-key", "my-1") == first
     rest = run("refund", charge_id)  # no AMOUNT: what is left
     assert (rest["amount"], rest["balance"]) == ("20.00", "0.00")
     refused = run("refund", charge_id, code=1)

@@ -5,8 +5,9 @@ not about money: no credit lifts it (the depletion rule in worker/ledger/service
 re-activates `depleted`), usage debits are refused with `account_suspended`
 (worker/usage/service.py), and auto-reload and new numbers stop (worker/auto_reload,
 worker/numbers). Only `resume` ends it, and leaves the account as its money says: still
-suspended as `depleted` when the balance is at or below `DEPLETION_FLOOR` and it was
-depleted before the suspension or debited during it, active otherwise.
+suspended as `depleted` when the balance is at or below `DEPLETION_FLOOR` after a debit
+(made before the suspension or during it), active otherwise; read from the ledger, which is
+kept, not from the events, which the outbox purge deletes.
 
 Events (outbox, committed with the change): `account.updated {fields}`,
 `account.suspended {reason, previous_status, previous_reason}`, `account.resumed {status,
@@ -32,7 +33,6 @@ from worker.ledger import hooks as ledger_hooks
 from worker.ledger import service as ledger
 from worker.ledger.models import Account, LedgerTransaction
 from worker.outbox import events
-from worker.outbox.models import Event
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -182,41 +182,29 @@ def suspend(
     return accounts.view(account, now)
 
 
-def _suspended_event(session: Session, account_id: str) -> Event | None:
-    return session.scalars(
-        select(Event)
-        .where(Event.account_id == account_id, Event.type == "account.suspended")
-        .order_by(Event.occurred_at.desc(), Event.id.desc())
-        .limit(1)
-    ).first()
-
-
 def resume(uow: UnitOfWork, *, account_id: object, now: datetime) -> dict[str, Any]:
     """End an operator's suspension. Without one (never suspended, already resumed, or
     suspended only as depleted) nothing changes and nothing is recorded: a repeat is safe.
 
     The account is left as its money says (see the module docstring): `depleted` when the
-    balance is at or below `DEPLETION_FLOOR` and it was depleted before or debited while
-    suspended; active otherwise."""
+    balance is at or below `DEPLETION_FLOOR` after a debit (before or during the
+    suspension); active otherwise (a never-debited account at the floor included)."""
     account = ledger.lock_account(uow.session, account_id)
     if account.suspension_reason != "admin":
         return accounts.view(account, now)
-    floor = get_settings().depletion_floor
-    depleted = False
-    if account.balance <= floor:
-        event = _suspended_event(uow.session, account.id)
-        was_depleted = bool(event and (event.data or {}).get("previous_reason") == "depleted")
-        since = event.occurred_at if event is not None else account.updated_at
-        debited = uow.session.scalar(
+    # The ledger alone decides, never the events (the outbox purge deletes them): only a
+    # debit can take a balance down to the floor, and only a credit above it lifts a
+    # depletion, so a balance at or below the floor after any debit is a depleted one.
+    depleted = account.balance <= get_settings().depletion_floor and bool(
+        uow.session.scalar(
             select(
                 exists().where(
                     LedgerTransaction.account_id == account.id,
-                    LedgerTransaction.created_at >= since,
                     LedgerTransaction.amount < Decimal(0),
                 )
             )
         )
-        depleted = was_depleted or bool(debited)
+    )
     account.status = "suspended" if depleted else "active"
     account.suspension_reason = "depleted" if depleted else None
     account.updated_at = now

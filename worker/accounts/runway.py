@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from worker.kernel.clock import isoformat
-from worker.kernel.money import exponent, format_amount
+from worker.kernel.money import ROUNDING, exponent, format_amount
 from worker.ledger.models import Account, LedgerTransaction
 
 WINDOW = timedelta(days=7)
@@ -72,7 +72,7 @@ def compute(session: Session, account: Account, as_of: datetime) -> Runway:
     since = as_of - WINDOW
     spend = usage_between(session, account.id, since, as_of)
     quantum = Decimal(1).scaleb(-exponent(account.currency))
-    daily = (spend / WINDOW.days).quantize(quantum, rounding=ROUND_HALF_EVEN)
+    daily = (spend / WINDOW.days).quantize(quantum, rounding=ROUNDING)
     days: int | None = None
     if spend > 0:
         balance = max(account.balance, Decimal(0))

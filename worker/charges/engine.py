@@ -228,7 +228,22 @@ def _check_method(account: Account, method: PaymentMethod) -> None:
     """The method is this account's, not removed, and its PSP still enabled."""
     if method.account_id != account.id or method.removed_at is not None:
         raise NotFound("payment_method_id", f"no payment method {method.id!r} on this account")
-    get_adapter(method.psp, "payment_method_id")
+    _check_adapter(account, method)
+
+
+def _check_adapter(account: Account, method: PaymentMethod) -> None:
+    """The method's PSP is still enabled and still serves the account's country: a country
+    changed after the method was added (`accounts update --country`) must not let a WeChat
+    Pay method charge an account outside AU, CN, HK, ID, MY, NZ, PH, TW (seeds 000/001).
+    Raises ValidationError naming `country`, nothing written."""
+    adapter = get_adapter(method.psp, "payment_method_id")
+    allowed = getattr(adapter, "allowed_countries", None)
+    if allowed is not None and account.country not in allowed:
+        raise ValidationError(
+            "country",
+            f"{method.psp} is only available for accounts in {', '.join(sorted(allowed))}; "
+            f"this account's country is {account.country}",
+        )
 
 
 def _by_key(session: Session, key: str) -> Charge | None:
@@ -292,7 +307,7 @@ def begin(
             method = payment_methods.get_active(
                 session, account.id, payment_method_id, "payment_method_id"
             )
-        get_adapter(method.psp, "payment_method_id")  # still enabled?
+        _check_adapter(account, method)  # still enabled, still for this country?
         ledger.check_fits(account, value)  # a credit that could not be stored: not charged
         created = _insert_if_absent(session, _new_row(account, method, purpose, value, key, now))
         if created is not None:

@@ -43,16 +43,19 @@ def refund(
 ) -> None:
     """Refund a succeeded charge (all that is left, or AMOUNT) from the prepaid balance."""
     from worker.refunds import refund as refunds
+    from worker.refunds import service
 
-    key = idempotency_key if idempotency_key is not None else f"cli-{uuid.uuid4().hex}"
-    run_action(
-        as_json,
-        in_uow(
-            lambda uow: refunds.refund(
-                uow, charge_id=charge_id, amount=amount, reason=reason, idempotency_key=key
-            )
-        ),
-    )
+    def act(uow: Any) -> dict[str, Any]:
+        key = (
+            service.caller_key(idempotency_key)
+            if idempotency_key is not None
+            else f"cli-{uuid.uuid4().hex}"
+        )
+        return refunds.refund(
+            uow, charge_id=charge_id, amount=amount, reason=reason, idempotency_key=key
+        )
+
+    run_action(as_json, in_uow(act))
 
 
 @refunds_app.command("list", hidden=True)

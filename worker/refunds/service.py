@@ -184,6 +184,18 @@ def _check_repeat(existing: Refund, charge_id: str, amount: object) -> None:
         )
 
 
+GENERATED_KEYS = ("task-", "cli-")  # keys made for a caller that gave none
+
+
+def caller_key(key: object) -> object:
+    """A caller's own idempotency key, refused (ValidationError naming `idempotency_key`)
+    when it starts like the keys made for callers that gave none (`task-<message id>`,
+    `cli-<random>`): such a key could land on someone else's refund."""
+    if isinstance(key, str) and key.strip().startswith(GENERATED_KEYS):
+        raise ValidationError("idempotency_key", "this prefix is reserved for generated keys")
+    return key
+
+
 def begin(
     uow: UnitOfWork,
     *,

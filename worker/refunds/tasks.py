@@ -9,7 +9,7 @@ from typing import Any
 from worker.celery import app
 from worker.kernel import task_names
 from worker.kernel.clock import parse_as_of
-from worker.refunds import janitor
+from worker.refunds import janitor, service
 from worker.refunds import refund as refunds
 from worker.task_base import DbTask
 from worker.task_base import task_key as _task_key
@@ -28,7 +28,11 @@ def refund(
     Without a caller key the message id serves, so a redelivered message makes one refund.
     Refusals: not_found, not_refundable, nothing_to_refund, insufficient_funds, invalid."""
     message_id = self.request.id or uuid.uuid4().hex
-    key = idempotency_key if idempotency_key is not None else _task_key(message_id)
+    key = (
+        service.caller_key(idempotency_key)
+        if idempotency_key is not None
+        else _task_key(message_id)
+    )
     return refunds.refund(
         self.uow, charge_id=charge_id, amount=amount, reason=reason, idempotency_key=key
     )

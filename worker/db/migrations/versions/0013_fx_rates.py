@@ -1,7 +1,7 @@
 """fx rates: the ECB's euro reference rates for the display currency
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0011
 Create Date: 2026-11-30 13:30:00
 """
 

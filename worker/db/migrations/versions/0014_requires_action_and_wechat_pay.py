@@ -2,7 +2,7 @@
 payment methods of type wechat_pay; when a pending card invoice's settlement was last asked
 
 Revision ID: 0014
-Revises: 0010
+Revises: 0013
 Create Date: 2026-11-30 13:20:00
 """
 
