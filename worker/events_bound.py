@@ -74,23 +74,38 @@ def episode_key(queue: str) -> str:
     return f"{EPISODE_KEY}:{queue}"
 
 
+_redis_clients: dict[str, Any] = {}
+
+
+def redis_client(url: str) -> Any:
+    """One plain redis-py client per broker URL and process (its own connection pool).
+
+    Not kombu's `channel.client`: that client shares the channel's asynchronous pool, where
+    a connection can be left with an unread reply (an interrupted BRPOP, say); every later
+    command then reads the reply of the one before it (seen: SET NX answering None, DEL
+    answering None), and the episode's mark was never cleared."""
+    client = _redis_clients.get(url)
+    if client is None:
+        import redis
+
+        client = _redis_clients[url] = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5
+        )
+    return client
+
+
 class RedisEpisode:
     """The mark is a key in the broker's Redis: one warning per episode for the fleet."""
 
-    def __init__(self, app: Any, key: str) -> None:
-        self.app = app
+    def __init__(self, url: str, key: str) -> None:
+        self.url = url
         self.key = key
 
-    def _client(self) -> Any:
-        return self.app.pool.acquire(block=True, timeout=5)
-
     def start(self) -> bool:
-        with self._client() as conn:
-            return bool(conn.default_channel.client.set(self.key, "1", nx=True))
+        return bool(redis_client(self.url).set(self.key, "1", nx=True))
 
     def end(self) -> bool:
-        with self._client() as conn:
-            return bool(conn.default_channel.client.delete(self.key))
+        return bool(redis_client(self.url).delete(self.key))
 
 
 class FileEpisode:
@@ -137,7 +152,7 @@ def episode_for(app: Any, settings: Settings) -> Episode:
     """Where the mark of a backlog episode lives for this broker."""
     url = settings.effective_broker_url
     if url.startswith(("redis://", "rediss://")):
-        return RedisEpisode(app, episode_key(settings.events_queue))
+        return RedisEpisode(url, episode_key(settings.events_queue))
     if url.startswith("sqla+"):
         return FileEpisode(settings.balance_home.resolve() / EPISODE_FILE)
     return _local

@@ -9,6 +9,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from config import get_settings
+from worker import events_bound
 from worker.auto_reload import batch
 from worker.auto_reload import sweep as sweeps
 from worker.celery import app
@@ -58,13 +59,14 @@ def _interactive_waiting() -> bool:
     global _warned_at
     settings = get_settings()
     try:
-        with app.pool.acquire(block=True, timeout=1) as conn:
-            if conn.transport.driver_type != "redis":
-                return False
-            pipe = conn.default_channel.client.pipeline()
-            pipe.llen(settings.task_queue)
-            pipe.llen(settings.urgent_queue)
-            return any(int(n) > 0 for n in pipe.execute())
+        url = settings.effective_broker_url
+        if not url.startswith(("redis://", "rediss://")):
+            return False
+        # A plain client, not kombu's channel client (worker/events_bound.py says why).
+        pipe = events_bound.redis_client(url).pipeline()
+        pipe.llen(settings.task_queue)
+        pipe.llen(settings.urgent_queue)
+        return any(int(n) > 0 for n in pipe.execute())
     except SoftTimeLimitExceeded:
         raise
     except Exception as exc:  # a monitoring question: a batch goes on without the answer
