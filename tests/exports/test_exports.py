@@ -40,7 +40,10 @@ T0 = datetime(2026, 11, 19, 10, 0, tzinfo=UTC)  # before the first rate (2026-11
 def _history(display: str = "USD") -> str:
     """An account with movements from before the first rate to 10 days after the last."""
     with unit_of_work() as uow:
-        fx.import_rates(uow, (DATA / "eurofxref-hist.xml").read_bytes(), now=T0)
+        # imported after its last day (2026-11-27): an import refuses days after tomorrow
+        fx.import_rates(
+            uow, (DATA / "eurofxref-hist.xml").read_bytes(), now=T0 + timedelta(days=10)
+        )
         account_id = accounts.create(uow, name="Export", display_currency=display, now=T0)["id"]
     steps: list[tuple[timedelta, str, str]] = [
         (timedelta(0), "adjust", "100.005"),

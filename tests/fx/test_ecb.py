@@ -93,3 +93,45 @@ def test_an_entity_in_the_xml_is_not_expanded() -> None:
         ecb.parse(body)
     assert refused.value.field in {"rate", "file"}
     assert "root:" not in str(refused.value)
+
+
+def test_xml_comments_and_processing_instructions_are_skipped() -> None:
+    daily = (DATA / "eurofxref-daily.xml").read_bytes()
+    body = daily.replace(b"<Cube>", b"<!-- rates --><Cube><?ecb note?>", 1).replace(
+        b"<Cube currency='JPY'", b"<!-- yen --><Cube currency='JPY'"
+    )
+    assert body.count(b"<!--") == 2
+    assert ecb.parse(body) == {date(2026, 11, 27): DAILY}
+
+
+@pytest.mark.parametrize(
+    "doctype",
+    [
+        b"<!DOCTYPE Envelope>",
+        b'<!DOCTYPE Envelope [<!ENTITY r "1.0862">]>',
+        b'<!DOCTYPE Envelope SYSTEM "http://127.0.0.1:9/ecb.dtd">',
+    ],
+)
+def test_a_doctype_is_refused_naming_file(doctype: bytes) -> None:
+    body = (
+        b'<?xml version="1.0"?>' + doctype + b"<Envelope><Cube time='2026-11-27'>"
+        b"<Cube currency='USD' rate='1.0862'/></Cube></Envelope>"
+    )
+    with pytest.raises(ValidationError) as refused:
+        ecb.parse(body)
+    assert refused.value.field == "file" and "DOCTYPE" in str(refused.value)
+
+
+def test_a_currency_twice_on_one_day_is_refused_naming_currency() -> None:
+    body = (
+        b"<Envelope><Cube time='2026-11-27'><Cube currency='USD' rate='1.0862'/>"
+        b"<Cube currency='GBP' rate='0.84638'/><Cube currency='USD' rate='1.0999'/>"
+        b"</Cube></Envelope>"
+    )
+    with pytest.raises(ValidationError) as refused:
+        ecb.parse(body)
+    assert refused.value.field == "currency" and "USD appears twice" in str(refused.value)
+    # One currency on two days is a history, not a duplicate.
+    gbp = b"<Cube currency='GBP' rate='0.84638'/>"
+    two_days = body.replace(gbp, b"</Cube><Cube time='2026-11-26'>")
+    assert ecb.parse(two_days)[date(2026, 11, 26)] == {"USD": Decimal("1.0999")}

@@ -138,6 +138,43 @@ def test_fx_import_cli_and_its_refusal(tmp_path: Path) -> None:
     check_refusal(run("fx", "import", str(tmp_path / "none.xml"), "--json"), "file", "invalid")
 
 
+def test_a_rate_dated_after_tomorrow_is_refused_naming_date() -> None:
+    def csv_of(day: date) -> bytes:
+        return f"Date,USD,\n{day.isoformat()},1.0862,\n".encode()
+
+    with pytest.raises(ValidationError) as refused, unit_of_work() as uow:
+        fx.import_rates(uow, csv_of(date(2026, 12, 2)), now=MONDAY)
+    assert refused.value.field == "date" and "2026-12-02" in str(refused.value)
+    with unit_of_work() as uow:  # a typo years ahead, in XML
+        xml = (DATA / "eurofxref-daily.xml").read_bytes().replace(b"2026-11-27", b"2062-11-27")
+        with pytest.raises(ValidationError) as refused:
+            fx.import_rates(uow, xml, now=MONDAY)
+        assert refused.value.field == "date"
+        assert uow.session.query(FxRate).count() == 0
+    with unit_of_work() as uow:  # tomorrow (UTC) is somewhere's today: accepted
+        assert fx.import_rates(uow, csv_of(date(2026, 12, 1)), now=MONDAY)["rates"] == 1
+
+
+def test_fx_import_cli_skips_comments_and_refuses_a_doctype(tmp_path: Path) -> None:
+    daily = (DATA / "eurofxref-daily.xml").read_bytes()
+    commented = tmp_path / "commented.xml"
+    commented.write_bytes(daily.replace(b"<Cube>", b"<!-- rates --><Cube>", 1))
+    assert ok_json("fx", "import", str(commented))["rates"] == 4
+    doctype = tmp_path / "doctype.xml"
+    doctype.write_bytes(
+        daily.replace(b"<gesmes:Envelope", b'<!DOCTYPE x [<!ENTITY e "1">]><gesmes:Envelope', 1)
+    )
+    check_refusal(run("fx", "import", str(doctype), "--json"), "file", "invalid")
+    twice = tmp_path / "twice.xml"
+    twice.write_bytes(daily.replace(b"'JPY'", b"'USD'"))
+    check_refusal(run("fx", "import", str(twice), "--json"), "currency", "invalid")
+    future = tmp_path / "future.xml"
+    future.write_bytes(daily.replace(b"2026-11-27", b"9026-11-27"))
+    check_refusal(run("fx", "import", str(future), "--json"), "date", "invalid")
+    with unit_of_work() as uow:
+        assert uow.session.query(FxRate).count() == 4
+
+
 def test_daily_fetch_from_fx_rates_url(ecb_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from worker.fx import tasks as fx_tasks
     from worker.fx.fetch import FetchFailed

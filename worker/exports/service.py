@@ -10,7 +10,8 @@
 Rows come through server-side cursors (`yield_per`): PostgreSQL sends them in batches, and
 neither the rows nor the file are ever held whole, so a million rows take bounded memory
 (bench/exports.py measures it). The file is written beside `out` under a temporary name and
-renamed when complete: a refused or failed export leaves no file, half or whole.
+linked to its name when complete: a refused or failed export leaves no file, half or whole,
+and an export never replaces anything already at `out` (refused naming `out`).
 
 When the account is shown in another currency (`display_currency`), every row also has the
 display figures at that row's moment: the rate in force then (worker/fx: the latest at or
@@ -19,10 +20,11 @@ before, with its date, `rate_stale` past 7 days), display only.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -68,9 +70,15 @@ def parse_day(value: object, field: str) -> date | None:
     if not isinstance(value, str) or len(value) != 10:
         raise ValidationError(field, f"must be a date YYYY-MM-DD, not {str(value)[:20]!r}")
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise ValidationError(field, f"is not a date YYYY-MM-DD: {value!r}") from None
+    # The bounds of every as_of (worker/kernel/clock): 9999-12-31 plus a day overflowed.
+    if not clock.EARLIEST.date() <= day < clock.LATEST.date():
+        raise ValidationError(
+            field, f"must lie between {clock.EARLIEST.year} and {clock.LATEST.year}"
+        )
+    return day
 
 
 def period(since: object, until: object) -> tuple[datetime | None, datetime | None]:
@@ -84,12 +92,25 @@ def period(since: object, until: object) -> tuple[datetime | None, datetime | No
 
 
 def choose_format(fmt: object, out: Path) -> str:
-    """`--format`, or the file's suffix (`.csv` is CSV, anything else .xlsx)."""
+    """`--format`, or the file's suffix (`.xlsx` or `.csv`).
+
+    Without `--format` another suffix is refused naming `format` (`t.txt` silently
+    written as .xlsx surprised its reader); with it, a `.xlsx`/`.csv` suffix saying the
+    other format is refused naming `out`. A suffix that names no format (`.txt`, none) is
+    fine with `--format`."""
+    suffix = out.suffix.lower().lstrip(".")
     if fmt is None:
-        return "csv" if out.suffix.lower() == ".csv" else "xlsx"
+        if suffix in FORMATS:
+            return suffix
+        raise ValidationError(
+            "format", f"give --format xlsx or csv: the suffix {out.suffix[:20]!r} names neither"
+        )
     if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
         raise ValidationError("format", f"must be xlsx or csv, not {str(fmt)[:20]!r}")
-    return fmt.lower()
+    chosen = fmt.lower()
+    if suffix in FORMATS and suffix != chosen:
+        raise ValidationError("out", f"the suffix .{suffix} contradicts --format {chosen}")
+    return chosen
 
 
 def _between(column: Any, start: datetime | None, end: datetime | None) -> list[Any]:
@@ -241,6 +262,68 @@ def _activity_rows(
             ]  # fmt: skip
 
 
+def _new_target(out: Path) -> Path:
+    """`out` as an absolute path to a file that does not exist yet, in an existing folder.
+
+    Anything already there is refused naming `out`, whatever it is (a file, the live
+    database, a device, a FIFO, a folder, a symlink, even a dangling one): an export never
+    replaces or writes through it; the operator removes it or picks another name."""
+    given = out.expanduser()
+    if not given.name or given.name in (".", ".."):
+        raise ValidationError("out", f"{str(out)[:200]} names no file")
+    parent = given.parent.resolve()
+    if not parent.is_dir():
+        raise ValidationError("out", f"no folder {str(parent)[:200]}")
+    target = parent / given.name
+    if os.path.lexists(target):
+        raise ValidationError(
+            "out", f"{str(target)[:200]} already exists: remove it or choose another name"
+        )
+    return target
+
+
+def _temp_file(target: Path) -> Path:
+    """A new empty file beside `target` (same folder, so publishing it is one link).
+
+    Created with mode 0666 for the kernel to apply the umask: the export gets the mode
+    of any new file (0644 under the usual umask), not mkstemp's 0600."""
+    for _ in range(100):
+        temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ValidationError(
+                "out", f"cannot write in {str(target.parent)[:200]}: {exc.strerror or exc}"
+            ) from None
+        os.close(fd)
+        return temp
+    raise ValidationError("out", f"cannot create a temporary file in {str(target.parent)[:200]}")
+
+
+def _publish(temp: Path, target: Path) -> None:
+    """Give the complete file its name, never replacing what appeared there meanwhile:
+    a hard link fails if the name is taken (os.replace would overwrite it)."""
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        raise ValidationError(
+            "out", f"{str(target)[:200]} already exists: remove it or choose another name"
+        ) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise ValidationError(
+                "out", f"cannot write {str(target)[:200]}: {exc.strerror or exc}"
+            ) from None
+        # A file system without hard links: check again and rename (a narrow race only).
+        if os.path.lexists(target):
+            raise ValidationError(
+                "out", f"{str(target)[:200]} already exists: remove it or choose another name"
+            ) from None
+        os.replace(temp, target)
+
+
 def _write(writer: Writer, rows: Iterator[list[Value]], progress: Progress | None) -> int:
     written = 0
     for row in rows:
@@ -268,18 +351,15 @@ def export(
     `fmt`: `xlsx` or `csv` (default from `out`'s suffix); `since`/`until`: `YYYY-MM-DD`,
     both days included (UTC); `progress(rows_done)` is called every PROGRESS_EVERY rows.
     Returns `{path, rows, format, kind, account_id}` (rows: data rows, header excluded).
-    Raises ValidationError naming `kind`, `format`, `from`, `to` or `out`, NotFound for
-    `account_id`; then no file is written."""
+    Raises ValidationError naming `kind`, `format`, `from`, `to` or `out` (`out` exists,
+    its folder does not, the suffix contradicts `fmt`, or writing failed: ENOSPC, EIO),
+    NotFound for `account_id`; then no file is written."""
     if kind not in KINDS:
         raise ValidationError("kind", f"must be transactions or activity, not {kind[:20]!r}")
     chosen = choose_format(fmt, out)
     start, end = period(since, until)
     account = accounts.get(session, account_id)
-    target = out.expanduser().resolve()
-    if not target.parent.is_dir():
-        raise ValidationError("out", f"no folder {str(target.parent)[:200]}")
-    if target.is_dir():
-        raise ValidationError("out", f"{str(target)[:200]} is a folder, not a file")
+    target = _new_target(out)
     display = _Display(session, account, end)
     header = list(TRANSACTION_COLUMNS if kind == "transactions" else ACTIVITY_COLUMNS)
     if display.active:
@@ -287,19 +367,22 @@ def export(
     rows = (_transaction_rows if kind == "transactions" else _activity_rows)(
         session, account, start, end, display
     )
-    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
+    temp = _temp_file(target)
     try:
-        if chosen == "csv":
-            with open(temp_name, "w", encoding="utf-8", newline="") as stream:
-                written = _write(CsvWriter(stream, header), rows, progress)
-        else:
-            # write-only: sheets stream to temporary files, zipped by close()
-            written = _write(XlsxWriter(Path(temp_name), kind, header), rows, progress)
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+        try:
+            if chosen == "csv":
+                with temp.open("w", encoding="utf-8", newline="") as stream:
+                    written = _write(CsvWriter(stream, header), rows, progress)
+            else:
+                # write-only: sheets stream to temporary files, zipped by close()
+                written = _write(XlsxWriter(temp, kind, header), rows, progress)
+        except OSError as exc:  # ENOSPC, EIO...: a refusal naming the file, no traceback
+            raise ValidationError(
+                "out", f"cannot write {str(target)[:200]}: {exc.strerror or exc}"
+            ) from None
+        _publish(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
     if progress is not None:
         progress(written)
     return {

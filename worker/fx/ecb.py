@@ -15,7 +15,9 @@ Every figure is units of a currency for 1 EUR. Four shapes, all read by `parse`:
 
 Nothing is rounded: a rate is kept as the decimal the file prints. A bad file is refused
 whole (ValidationError naming the field: `file`, `date`, `currency` or `rate`, with the
-line), so an import never stores half a file.
+line), so an import never stores half a file: a day or a currency of a day given twice, an
+XML DOCTYPE (entity declarations; entities are never resolved either). XML comments and
+processing instructions are skipped.
 """
 
 from __future__ import annotations
@@ -128,7 +130,18 @@ def _parse_xml(body: bytes) -> Rates:
         root = etree.fromstring(body, parser=parser)
     except etree.XMLSyntaxError as exc:
         raise ValidationError("file", f"is not well-formed XML: {exc}") from None
-    days = [el for el in root.iter() if etree.QName(el).localname == "Cube" and "time" in el.attrib]
+    # The ECB's files declare nothing: a DOCTYPE (entities, an external DTD) is not one of
+    # them, and refusing it whole beats judging what an unexpanded entity left behind.
+    tree = root.getroottree()
+    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+        raise ValidationError("file", "has a DOCTYPE (entity declarations): not the ECB's XML")
+    # iter(etree.Element): elements only; a comment's or processing instruction's tag is
+    # a function, which QName refuses (ValueError).
+    days = [
+        el
+        for el in root.iter(etree.Element)
+        if etree.QName(el).localname == "Cube" and "time" in el.attrib
+    ]
     if not days:
         raise ValidationError("file", "has no <Cube time=...>: not the ECB's eurofxref XML")
     rates: Rates = {}
@@ -137,6 +150,7 @@ def _parse_xml(body: bytes) -> Rates:
         if day in rates:
             raise ValidationError("date", f"line {cube.sourceline}: {day} appears twice")
         by_currency: dict[str, Decimal] = {}
+        seen: set[str] = set()  # with the N/A ones, which by_currency leaves out
         for child in cube:
             if not isinstance(child.tag, str):  # comments and processing instructions
                 continue
@@ -144,6 +158,9 @@ def _parse_xml(body: bytes) -> Rates:
             if child.get("currency") is None or child.get("rate") is None:
                 raise ValidationError("file", f"{where}: a Cube needs currency= and rate=")
             code = _currency(str(child.get("currency")), where)
+            if code in seen:  # as the CSV header: never let the last figure silently win
+                raise ValidationError("currency", f"{where}: {code} appears twice on {day}")
+            seen.add(code)
             raw = str(child.get("rate")).strip()
             if raw in _MISSING:
                 continue

@@ -25,6 +25,7 @@ from config import get_settings
 from worker.db.session import UnitOfWork
 from worker.fx import ecb
 from worker.fx.models import FxRate
+from worker.kernel.errors import ValidationError
 from worker.kernel.money import ROUNDING, exponent, format_amount, to_minor_units
 
 STALE_AFTER = timedelta(days=7)
@@ -68,8 +69,15 @@ def import_rates(uow: UnitOfWork, data: bytes, *, now: datetime) -> dict[str, An
     `data`: the file's bytes. Idempotent: a day already stored is overwritten with the
     file's figure. Returns `{dates, rates, first, last}` (days and rates in the file, the
     first and last day `YYYY-MM-DD`). Raises ValidationError naming `file`, `date`,
-    `currency` or `rate` and stores nothing when any part of the file is bad."""
+    `currency` or `rate` and stores nothing when any part of the file is bad (`date`: also a
+    day after tomorrow, UTC, of `now`)."""
     parsed = ecb.parse(data)
+    # The ECB publishes today's rates (tomorrow's date can be today somewhere): a later day
+    # is a typo, and stored it would be "the latest rate" for every display until then.
+    latest = day_of(now) + timedelta(days=1)
+    future = max(parsed)
+    if future > latest:
+        raise ValidationError("date", f"{future} is in the future (after {latest})")
     rows = [
         {
             "currency": code,
