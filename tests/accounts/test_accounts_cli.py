@@ -217,3 +217,26 @@ def test_lists_are_tables_for_people_and_json_with_the_flag() -> None:
     shown = runner.invoke(app, ["accounts", "show", account_id])  # one object: key: value lines
     assert f"id: {account_id}" in shown.stdout
     assert "days_left:" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["accounts", "update", "ACC", "--country", "EU"], "country"),
+        (["accounts", "update", "ACC", "--country", "ZZ"], "country"),
+        (["accounts", "update", "ACC", "--country", "UN"], "country"),
+        (["accounts", "update", "ACC", "--country", "QO"], "country"),
+        (["accounts", "update", "ACC", "--display-currency", "XAU"], "display_currency"),
+        (["accounts", "create", "--name", "x", "--currency", "XXX"], "currency"),
+        (["accounts", "create", "--name", "x", "--currency", "XTS"], "currency"),
+        (["accounts", "create", "--name", "x", "--country", "EU"], "country"),
+    ],
+)
+def test_placeholder_countries_and_currencies_are_refused(args: list[str], field: str) -> None:
+    """Issue fixred, point 4: nothing written, the field named."""
+    account_id = _account("Acme")
+    before = ok("accounts", "show", account_id)
+    refused(field, "invalid", *[account_id if a == "ACC" else a for a in args])
+    after = ok("accounts", "show", account_id)
+    assert {**after, "runway": None} == {**before, "runway": None}
+    assert len(ok("accounts", "list")) == 1
