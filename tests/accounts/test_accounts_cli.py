@@ -104,6 +104,12 @@ def test_list_update_suspend_resume_through_the_cli() -> None:
         (["accounts", "list", "--status", "gone"], "status"),
         (["accounts", "list", "--limit", "x"], "limit"),
         (["accounts", "list", "--limit", "0"], "limit"),
+        (["accounts", "list", "--limit", " 5"], "limit"),  # issue fixred 5: exact digits
+        (["accounts", "list", "--limit", "5 "], "limit"),
+        (["accounts", "list", "--limit", "\u0665"], "limit"),
+        (["ledger", "ACC", "--limit", " 5"], "limit"),
+        (["ledger", "ACC", "--limit", "5\n"], "limit"),
+        (["charges", "ACC", "--limit", " 5"], "limit"),
         (["accounts", "update", "acc_missing", "--name", "x"], "account_id"),
         (["ledger", "ACC", "--limit", "-1"], "limit"),
         (["ledger", "ACC", "--since", "2026-11-20"], "since"),
