@@ -46,6 +46,8 @@ _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?
 
 def _digits(text: str) -> str:
     """ASCII digits of `text`'s decimal digits, any script (full-width, Arabic-Indic...)."""
+    if text.isascii() and text.isdigit():
+        return text
     return "".join(str(unicodedata.decimal(c)) for c in text if c.isdecimal())
 
 
@@ -65,31 +67,28 @@ def _kind(sep: str) -> str:
     return "".join(_KIND.get(c, "") for c in sep)
 
 
-def _one_number(seps: list[str]) -> bool:
+def _one_number(kinds: set[str]) -> bool:
     """Separators that can join one number: '.', '/' and '_' only when the whole span uses
     the same one (amounts and dates next to each other are not a card); white space and
     dashes mix freely (people type "4111 1111-1111 1111")."""
-    kinds = {_kind(s) for s in seps}
-    if any(set(k) & {".", "/", "_"} for k in kinds):
-        return len(kinds) == 1
-    return True
+    return len(kinds) <= 1 or not any(set(k) & {".", "/", "_"} for k in kinds)
 
 
 def _pan_groups(groups: list[str], seps: list[str]) -> list[bool]:
     """Which digit groups belong to some 13-19 digit Luhn-valid span of whole groups."""
     marked = [False] * len(groups)
-    sizes = [len(_digits(g)) for g in groups]
+    digits = [_digits(g) for g in groups]
+    kinds = [_kind(s) for s in seps]
     for start in range(len(groups)):
-        length = 0
+        number = ""
+        span_kinds: set[str] = set()
         for end in range(start, len(groups)):
-            length += sizes[end]
-            if length > 19:
+            if end > start:
+                span_kinds.add(kinds[end - 1])
+            number += digits[end]
+            if len(number) > 19:
                 break
-            if (
-                length >= 13
-                and _one_number(seps[start:end])
-                and luhn_valid("".join(groups[start : end + 1]))
-            ):
+            if len(number) >= 13 and _one_number(span_kinds) and luhn_valid(number):
                 for i in range(start, end + 1):
                     marked[i] = True
     return marked
