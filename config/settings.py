@@ -14,13 +14,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from babel.numbers import list_currencies
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from worker.kernel import bank_settings
+from worker.kernel.money import is_currency
 
 _DECIMAL_RE = re.compile(r"^-?[0-9]{1,14}(\.[0-9]{1,6})?$")
 _DB_DRIVERS = {"postgresql+psycopg", "sqlite", "sqlite+pysqlite"}
@@ -78,7 +78,7 @@ def _parse_merchant_accounts(value: str) -> dict[str, str]:
             continue
         code, sep, account = part.partition("=")
         code, account = code.strip().upper(), account.strip()
-        if not sep or code not in list_currencies() or not re.fullmatch(r"[A-Za-z0-9_-]+", account):
+        if not sep or not is_currency(code) or not re.fullmatch(r"[A-Za-z0-9_-]+", account):
             raise ValueError(
                 f"{part[:40]!r} is not CURRENCY=MERCHANT_ACCOUNT_ID (e.g. EUR=acme_eur)"
             )
@@ -96,7 +96,7 @@ def _parse_rates(value: str) -> dict[str, Decimal]:
             continue
         code, sep, raw = part.partition("=")
         code = code.upper()
-        if not sep or not re.fullmatch(r"[A-Z]{3}", code) or code not in list_currencies():
+        if not sep or not is_currency(code):
             raise ValueError(f"{part!r} is not CURRENCY=RATE (e.g. EUR=1.0862)")
         rate = _decimal_setting(raw, "USD_DISPLAY_RATES")
         if rate <= 0:
@@ -271,7 +271,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_currency(cls, value: str) -> str:
         code = value.strip().upper()
-        if not re.fullmatch(r"[A-Z]{3}", code) or code not in list_currencies():
+        if not is_currency(code):
             raise ValueError(f"{value!r} is not an ISO 4217 currency code")
         return code
 

@@ -104,6 +104,12 @@ def test_list_update_suspend_resume_through_the_cli() -> None:
         (["accounts", "list", "--status", "gone"], "status"),
         (["accounts", "list", "--limit", "x"], "limit"),
         (["accounts", "list", "--limit", "0"], "limit"),
+        (["accounts", "list", "--limit", " 5"], "limit"),  # issue fixred 5: exact digits
+        (["accounts", "list", "--limit", "5 "], "limit"),
+        (["accounts", "list", "--limit", "\u0665"], "limit"),
+        (["ledger", "ACC", "--limit", " 5"], "limit"),
+        (["ledger", "ACC", "--limit", "5\n"], "limit"),
+        (["charges", "ACC", "--limit", " 5"], "limit"),
         (["accounts", "update", "acc_missing", "--name", "x"], "account_id"),
         (["ledger", "ACC", "--limit", "-1"], "limit"),
         (["ledger", "ACC", "--since", "2026-11-20"], "since"),
@@ -217,3 +223,26 @@ def test_lists_are_tables_for_people_and_json_with_the_flag() -> None:
     shown = runner.invoke(app, ["accounts", "show", account_id])  # one object: key: value lines
     assert f"id: {account_id}" in shown.stdout
     assert "days_left:" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["accounts", "update", "ACC", "--country", "EU"], "country"),
+        (["accounts", "update", "ACC", "--country", "ZZ"], "country"),
+        (["accounts", "update", "ACC", "--country", "UN"], "country"),
+        (["accounts", "update", "ACC", "--country", "QO"], "country"),
+        (["accounts", "update", "ACC", "--display-currency", "XAU"], "display_currency"),
+        (["accounts", "create", "--name", "x", "--currency", "XXX"], "currency"),
+        (["accounts", "create", "--name", "x", "--currency", "XTS"], "currency"),
+        (["accounts", "create", "--name", "x", "--country", "EU"], "country"),
+    ],
+)
+def test_placeholder_countries_and_currencies_are_refused(args: list[str], field: str) -> None:
+    """Issue fixred, point 4: nothing written, the field named."""
+    account_id = _account("Acme")
+    before = ok("accounts", "show", account_id)
+    refused(field, "invalid", *[account_id if a == "ACC" else a for a in args])
+    after = ok("accounts", "show", account_id)
+    assert {**after, "runway": None} == {**before, "runway": None}
+    assert len(ok("accounts", "list")) == 1

@@ -102,6 +102,10 @@ def test_depletion_floor_accepted_exactly(env: pytest.MonkeyPatch, value: str) -
         ("SMTP_PORT", "70000"),
         ("LOG_LEVEL", "LOUD"),
         ("TASK_TIME_LIMIT", "0"),
+        ("DEFAULT_CURRENCY", "XXX"),  # issue fixred 4: X-codes that are no currency
+        ("DEFAULT_CURRENCY", "XAU"),
+        ("USD_DISPLAY_RATES", "XDR=1.3"),
+        ("BRAINTREE_MERCHANT_ACCOUNTS", "XTS=acme_test"),
     ],
 )
 def test_other_bad_values_are_refused_by_name(

@@ -75,15 +75,15 @@ def accounts_show(
 
 
 def _limit(value: str | None, default: int | None) -> int | None:
-    """`--limit` as typed: a whole number, refused naming `limit` (exit 1) otherwise."""
+    """`--limit` as typed: exactly a whole number's ASCII digits, refused naming `limit`
+    (exit 1) otherwise; white space around it is refused, as in amounts (issue fixred 5)."""
     if value is None:
         return default
     from worker.kernel.errors import ValidationError
 
-    text = value.strip()
-    if not text.isdigit() or not text.isascii():
+    if not value.isdigit() or not value.isascii():
         raise ValidationError("limit", f"must be a whole number, got {value[:20]!r}")
-    return int(text)
+    return int(value)
 
 
 LIST_COLUMNS = ("id", "name", "company", "status", "suspension_reason", "balance", "currency")

@@ -24,13 +24,15 @@ class Window:
 
 
 def window(limit: object = None, since: object = None, until: object = None) -> Window:
-    """Checked window. `limit`: a whole number 1..100000 (an int, or its digits as a
-    string), None for all; `since`/`until`: ISO-8601 with offset or None. Raises
-    ValidationError naming `limit`, `since` or `until` (until not after since)."""
+    """Checked window. `limit`: a whole number 1..100000 (an int, or exactly its ASCII
+    digits as a string: no surrounding white space), None for all; `since`/`until`:
+    ISO-8601 with offset or None. Raises ValidationError naming `limit`, `since` or
+    `until` (until not after since)."""
     count: int | None = None
     if limit is not None:
-        if isinstance(limit, str) and limit.strip().isdigit() and limit.strip().isascii():
-            limit = int(limit.strip())
+        # Exactly digits, as amounts are exact: " 5" is refused, not trimmed (issue fixred 5).
+        if isinstance(limit, str) and limit.isdigit() and limit.isascii():
+            limit = int(limit)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise ValidationError("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
         count = limit

@@ -38,8 +38,23 @@ def trap_floats() -> None:
     decimal.getcontext().traps[FloatOperation] = True
 
 
+# ISO 4217 X-codes that are no currency an account can hold (issue fixred, point 4): no
+# currency, testing, precious metals, SDR and bond-market / accounting units, and withdrawn
+# units (European Currency Unit, gold and UIC francs, RINET funds). Real currencies starting
+# with X stay valid: XAF, XOF, XPF (CFA and CFP francs), XCD, XCG (Caribbean).
+NOT_CURRENCIES = frozenset(
+    {"XXX", "XTS", "XAU", "XAG", "XPT", "XPD", "XDR", "XBA", "XBB", "XBC", "XBD", "XSU",
+     "XUA", "XAD", "XEU", "XFO", "XFU", "XRE"}
+)  # fmt: skip
+
+
 def is_currency(code: str) -> bool:
-    return bool(re.fullmatch(r"[A-Z]{3}", code)) and code in list_currencies()
+    """An ISO 4217 currency code (CLDR's list) an account can hold: not in NOT_CURRENCIES."""
+    return (
+        bool(re.fullmatch(r"[A-Z]{3}", code))
+        and code not in NOT_CURRENCIES
+        and code in list_currencies()
+    )
 
 
 def exponent(currency: str) -> int:

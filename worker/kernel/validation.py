@@ -28,12 +28,23 @@ def identifier(value: object, field: str) -> str:
     return refuse_control(value, field).strip()
 
 
+# Two-letter CLDR territories that are no ISO 3166-1 assigned country (issue fixred, point
+# 4): groupings (EU, EZ, UN, QO), unknown (ZZ), pseudo-locales (XA, XB) and the exceptionally
+# reserved codes (AC, CP, CQ, DG, EA, IC, TA). XK (Kosovo) is kept: a user-assigned code in
+# wide use for a real country. Same set as worker/settlement/timing.py.
+NOT_COUNTRIES = frozenset(
+    {"AC", "CP", "CQ", "DG", "EA", "EU", "EZ", "IC", "QO", "TA", "UN", "XA", "XB", "ZZ"}
+)
+
+
 @lru_cache(maxsize=1)
 def _countries() -> frozenset[str]:
     from babel import Locale  # imported on first use: most commands never check a country
 
     return frozenset(
-        c for c in Locale("en").territories if isinstance(c, str) and re.fullmatch(r"[A-Z]{2}", c)
+        c
+        for c in Locale("en").territories
+        if isinstance(c, str) and re.fullmatch(r"[A-Z]{2}", c) and c not in NOT_COUNTRIES
     )
 
 

@@ -18,6 +18,7 @@ changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -41,6 +42,7 @@ from worker.ledger import service as ledger
 from worker.usage.service import KIND
 
 MAX_DEBITS = 1000
+MAX_ECHO = 200  # an account id longer than this is no id of ours: not echoed back
 FIELDS = frozenset({"account_id", "amount", "reference", "description"})
 
 
@@ -72,12 +74,32 @@ def _parse(item: object) -> _Parsed:
     return _Parsed(account_id, amount, reference, description)
 
 
+def _account_echo(value: object) -> str:
+    account_id = validation.identifier(value, "account_id")
+    if len(account_id) > MAX_ECHO:
+        raise ValidationError("account_id", "too long to echo")
+    return validation.refuse_pan(account_id, "account_id")
+
+
+def _echo(value: object, check: Callable[[object], str]) -> str | None:
+    """`value` as the caller's own key for a result, or None when it is no valid key: a card
+    number or a control character is never echoed (PCI; the error message redacts it too)."""
+    try:
+        return check(value)
+    except DomainError:
+        return None
+
+
 def _refused(
-    error: DomainError, parsed: _Parsed | None, balance: str | None, currency: str | None
+    error: DomainError, given: tuple[object, object], balance: str | None, currency: str | None
 ) -> dict[str, Any]:
+    """A refusal carrying the debit's `account_id` and `reference` whenever each is itself a
+    valid value (CONTRACT.md: each result carries them, so callers match results by
+    reference even when another field, e.g. the amount, was refused)."""
+    account_id, reference = given
     return {
-        "account_id": parsed.account_id if parsed else None,
-        "reference": parsed.reference if parsed else None,
+        "account_id": _echo(account_id, _account_echo),
+        "reference": _echo(reference, validation.reference),
         "status": "refused",
         "balance": balance,
         "currency": currency,
@@ -124,12 +146,17 @@ def debit_many(uow: UnitOfWork, *, debits: object, now: datetime) -> dict[str, A
     Raises ValidationError naming `debits` when the list itself is malformed (not a list,
     empty, more than 1,000)."""
     items = check_list(debits)
-    parsed: list[_Parsed | DomainError] = []
+    parsed: list[_Parsed | tuple[DomainError, tuple[object, object]]] = []
     for item in items:
         try:
             parsed.append(_parse(item))
         except DomainError as exc:
-            parsed.append(exc)
+            given = (
+                (item.get("account_id"), item.get("reference"))
+                if isinstance(item, dict)
+                else (None, None)
+            )
+            parsed.append((exc, given))
     valid = [p for p in parsed if isinstance(p, _Parsed)]
     session = uow.session
     locked = bulk.lock_accounts(session, [p.account_id for p in valid])
@@ -145,8 +172,8 @@ def debit_many(uow: UnitOfWork, *, debits: object, now: datetime) -> dict[str, A
     results: list[dict[str, Any]] = []
     counts = {"ok": 0, "duplicate": 0, "refused": 0}
     for entry in parsed:
-        if isinstance(entry, DomainError):
-            results.append(_refused(entry, None, None, None))
+        if not isinstance(entry, _Parsed):
+            results.append(_refused(entry[0], entry[1], None, None))
             counts["refused"] += 1
             continue
         result = _judge(entry, locked, first, accepted)
@@ -165,7 +192,12 @@ def _judge(
     """One debit against the running state: `debit`'s checks after the field checks."""
     account = locked.get(p.account_id)
     if account is None:
-        return _refused(NotFound("account_id", f"no account {p.account_id[:60]!r}"), p, None, None)
+        return _refused(
+            NotFound("account_id", f"no account {p.account_id[:60]!r}"),
+            (p.account_id, p.reference),
+            None,
+            None,
+        )
     currency = account.currency
     shown = format_amount(account.balance, currency)
     key = (p.account_id, p.reference)
@@ -178,20 +210,20 @@ def _judge(
                 f"{p.reference!r} was already used for a debit of "
                 f"{format_amount(-signed, currency)}, not {format_amount(p.amount, currency)}",
             )
-            return _refused(error, p, shown, currency)
+            return _refused(error, (p.account_id, p.reference), shown, currency)
         return _done(p, "duplicate", txn_id, balance_after, currency)
     if account.suspension_reason == "admin":  # as `usage.debit` (issue 18)
         suspended = AccountSuspended(
             "account_id", f"account {p.account_id} is suspended by an operator: no usage is debited"
         )
-        return _refused(suspended, p, shown, currency)
+        return _refused(suspended, (p.account_id, p.reference), shown, currency)
     if account.balance - p.amount < 0:
         refusal = InsufficientFunds(
             "amount",
             f"debit of {format_amount(p.amount, currency)} would take the balance "
             f"{shown} {currency} below zero",
         )
-        return _refused(refusal, p, shown, currency)
+        return _refused(refusal, (p.account_id, p.reference), shown, currency)
     after = account.balance - p.amount
     txn_id = new_id("txn")
     accepted.append(
