@@ -219,6 +219,14 @@ class Settings(BaseSettings):
     outbox_queue: str = Field(default="balance.outbox", alias="OUTBOX_QUEUE")
     payment_sync_interval_seconds: int = Field(default=60, alias="PAYMENT_SYNC_INTERVAL", ge=1)
     payment_sync_attention_after: int = Field(default=8, alias="PAYMENT_SYNC_ATTENTION_AFTER", ge=1)
+    # A bank-transfer refund waiting for the customer's account (`requires_details`): days
+    # until one reminder mail, and days until it fails (`details_not_received`, money back).
+    refund_details_reminder_days: int = Field(
+        default=7, alias="REFUND_DETAILS_REMINDER_DAYS", ge=1, le=365
+    )
+    refund_details_expire_days: int = Field(
+        default=30, alias="REFUND_DETAILS_EXPIRE_DAYS", ge=1, le=365
+    )
     alert_scan_interval_seconds: int = Field(default=3600, alias="ALERT_SCAN_INTERVAL", ge=60)
     alert_batch_size: int = Field(default=100, alias="ALERT_BATCH_SIZE", ge=1, le=10_000)
     top_up_url: str | None = Field(default=None, alias="TOP_UP_URL")
@@ -467,7 +475,8 @@ class Settings(BaseSettings):
 
     def check_limits(self) -> None:
         """Cross-field rules: a redelivery must never overtake a running task; a failed
-        mail is kept at least as long as a sent one; a back-off's cap is not below its start."""
+        mail is kept at least as long as a sent one; a back-off's cap is not below its start;
+        a refund waiting for details is reminded of before it expires."""
         if self.task_soft_time_limit_seconds >= self.task_time_limit_seconds:
             raise SettingsError("TASK_SOFT_TIME_LIMIT: must be lower than TASK_TIME_LIMIT")
         if self.charge_lease_seconds <= self.task_time_limit_seconds:
@@ -497,6 +506,11 @@ class Settings(BaseSettings):
             raise SettingsError(
                 "MAIL_FAILED_RETENTION_DAYS: must be at least MAIL_RETENTION_DAYS "
                 "(a mail that never went out is kept at least as long as one that did)"
+            )
+        if self.refund_details_reminder_days >= self.refund_details_expire_days:
+            raise SettingsError(
+                "REFUND_DETAILS_REMINDER_DAYS: must be lower than REFUND_DETAILS_EXPIRE_DAYS "
+                "(the customer is reminded before the refund fails)"
             )
 
 

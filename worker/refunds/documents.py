@@ -47,6 +47,49 @@ def requires_details(uow: UnitOfWork, account: Account, refund: Refund, now: dat
         },
         now,
     )
+    _details_mail(uow, account, refund, "refund_details", "refund.requires_details", now)
+
+
+def details_reminder(
+    uow: UnitOfWork, account: Account, refund: Refund, expires_at: datetime, now: datetime
+) -> None:
+    """The one reminder for a refund still waiting for details (the refunds janitor, after
+    REFUND_DETAILS_REMINDER_DAYS): `refund.details_reminder` and a mail in the account's
+    locale saying by when (`expires_at`) the details must come; once per refund (the mail's
+    dedupe key)."""
+    events.record(
+        uow,
+        "refund.details_reminder",
+        refund.account_id,
+        {
+            "refund_id": refund.id,
+            "charge_id": refund.charge_id,
+            "amount": format_amount(refund.amount, refund.currency),
+            "currency": refund.currency,
+            "expires_at": clock.isoformat(expires_at),
+        },
+        now,
+    )
+    _details_mail(
+        uow,
+        account,
+        refund,
+        "refund_details_reminder",
+        "refund.details_reminder",
+        now,
+        expires_at=expires_at,
+    )
+
+
+def _details_mail(
+    uow: UnitOfWork,
+    account: Account,
+    refund: Refund,
+    template: str,
+    kind: str,
+    now: datetime,
+    expires_at: datetime | None = None,
+) -> None:
     locale = mail_templates.resolve_locale(account.locale)
     fields = {
         "customer": mail_templates.one_line(account.company or account.name),
@@ -54,14 +97,15 @@ def requires_details(uow: UnitOfWork, account: Account, refund: Refund, now: dat
         "amount": mail_templates.format_money(refund.amount, refund.currency, locale),
         "refund_id": refund.id,
         "issuer": mail_templates.one_line(str(invoices.issuer().get("name", ""))),
+        "expires_on": "" if expires_at is None else expires_at.date().isoformat(),
     }
     env = mail_templates.environment()
-    subject = env.get_template(f"{locale}/refund_details.subject.txt.j2").render(fields)
-    text = env.get_template(f"{locale}/refund_details.txt.j2").render(fields)
+    subject = env.get_template(f"{locale}/{template}.subject.txt.j2").render(fields)
+    text = env.get_template(f"{locale}/{template}.txt.j2").render(fields)
     mail.queue(
         uow,
-        dedupe_key=f"refund.requires_details:{refund.id}",
-        kind="refund.requires_details",
+        dedupe_key=f"{kind}:{refund.id}",
+        kind=kind,
         subject=mail_templates.one_line(subject),
         text_body=text,
         recipients=invoice_mails.recipients(account),

@@ -5,18 +5,25 @@ by its refund key, never by refunding again (`balance.refunds.sync`, beat
 
 Per refund, as the charges' janitor: claim it in a short transaction and COMMIT, ask with
 no connection and no lock held, then apply the answer under a fresh row lock.
+
+It also bounds a bank-transfer refund waiting for the customer's account
+(`requires_details`, `sweep_details`): one reminder after REFUND_DETAILS_REMINDER_DAYS, and
+after REFUND_DETAILS_EXPIRE_DAYS it fails (`details_not_received`), the money goes back on
+the balance and an operator is told (project rule: every failure path ends, has a bound and
+someone who is told).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypedDict
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 
 from config import get_settings
+from worker.accounts import service as accounts
 from worker.charges import engine as charges
 from worker.db.session import UnitOfWork
 from worker.kernel import clock
@@ -25,7 +32,7 @@ from worker.outbox import events
 from worker.psp.base import LooksUpRefunds, Outcome, RefundResult
 from worker.psp.errors import TransportError
 from worker.psp.registry import get_adapter
-from worker.refunds import service
+from worker.refunds import documents, service
 from worker.refunds.models import Refund, RefundStatus
 
 log = logging.getLogger(__name__)
@@ -173,3 +180,119 @@ def look_up_now(uow: UnitOfWork, refund_id: str, now: datetime) -> None:
     if found is not None and found.outcome in (Outcome.SUCCEEDED, Outcome.DECLINED):
         service.apply(uow, refund_id, found, now)
         uow.commit()
+
+
+class DetailsResult(TypedDict):
+    """Refunds waiting for details reminded, and those failed for want of them."""
+
+    reminded: int
+    expired: int
+
+
+class JanitorResult(SyncResult, DetailsResult):
+    """What `balance.refunds.sync` did: look-ups, and the refunds waiting for details."""
+
+
+DETAILS_NOT_RECEIVED = "details_not_received"
+
+
+def _next_waiting(
+    uow: UnitOfWork, remind_before: datetime, expire_before: datetime
+) -> Refund | None:
+    """The next refund waiting for details that is due (to expire, or not yet reminded and
+    due a reminder), locked under SKIP LOCKED: a concurrent janitor takes another one."""
+    return uow.session.scalars(
+        select(Refund)
+        .where(
+            Refund.status == RefundStatus.REQUIRES_DETAILS,
+            or_(
+                Refund.created_at <= expire_before,
+                # next_attempt_at is unused while a refund waits for details: it is set to
+                # when the refund expires once the reminder went out (NULL: not reminded).
+                and_(Refund.next_attempt_at.is_(None), Refund.created_at <= remind_before),
+            ),
+        )
+        .order_by(Refund.created_at, Refund.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def _expire(uow: UnitOfWork, refund: Refund, days: int, now: datetime) -> None:
+    """The customer never named an account: the refund fails, its money goes back on the
+    balance (service.fail: `refund_returned`, `refund.failed`, in this transaction) and it
+    is flagged for an operator, who must return the money another way (seed 002)."""
+    service.fail(
+        uow,
+        refund,
+        DETAILS_NOT_RECEIVED,
+        f"no account to refund to was named within {days} days",
+        now,
+    )
+    refund.needs_attention = True
+    events.record(
+        uow,
+        "refund.needs_attention",
+        refund.account_id,
+        {
+            "refund_id": refund.id,
+            "psp": refund.psp,
+            "amount": format_amount(refund.amount, refund.currency),
+            "currency": refund.currency,
+            "reason": DETAILS_NOT_RECEIVED,
+        },
+        now,
+    )
+    log.warning(
+        "refund %s of account %s (%s %s) failed: %s within %d days; the amount is back on "
+        "the balance",
+        refund.id,
+        refund.account_id,
+        format_amount(refund.amount, refund.currency),
+        refund.currency,
+        DETAILS_NOT_RECEIVED,
+        days,
+    )
+
+
+def sweep_details(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> DetailsResult:
+    """Bound the bank-transfer refunds waiting for details (`requires_details`), by age as
+    of `now`: one reminder mail (account's locale) after REFUND_DETAILS_REMINDER_DAYS;
+    failed with `details_not_received` after REFUND_DETAILS_EXPIRE_DAYS (money back,
+    `refund.failed`, `needs_attention`, a warning logged). One refund per transaction,
+    committed; safe to run twice or concurrently (row locks, SKIP LOCKED; the reminder is
+    marked on the row and its mail is deduplicated)."""
+    settings = get_settings()
+    remind_days, expire_days = (
+        settings.refund_details_reminder_days,
+        settings.refund_details_expire_days,
+    )
+    remind_before = now - timedelta(days=remind_days)
+    expire_before = now - timedelta(days=expire_days)
+    reminded = expired = 0
+    for _ in range(batch_size):
+        refund = _next_waiting(uow, remind_before, expire_before)
+        if refund is None:
+            break
+        expires_at = refund.created_at + timedelta(days=expire_days)
+        if refund.created_at <= expire_before:
+            _expire(uow, refund, expire_days, now)
+            expired += 1
+        else:
+            account = accounts.get(uow.session, refund.account_id)
+            documents.details_reminder(uow, account, refund, expires_at, now)
+            refund.next_attempt_at = expires_at
+            refund.updated_at = now
+            reminded += 1
+        uow.commit()
+    uow.commit()
+    return {"reminded": reminded, "expired": expired}
+
+
+def run(uow: UnitOfWork, now: datetime) -> JanitorResult:
+    """`balance.refunds.sync`: the look-ups (`sync_pending`), then the refunds waiting for
+    details (`sweep_details`)."""
+    synced = sync_pending(uow, now)
+    swept = sweep_details(uow, now)
+    return {**synced, **swept}

@@ -39,6 +39,9 @@ def refund(
 
 
 @app.task(name=task_names.REFUNDS_SYNC, base=DbTask, bind=True)
-def sync(self: DbTask, as_of: str | None = None) -> janitor.SyncResult:
-    """Resolve refunds whose answer was lost, by look-up (`checked, resolved`)."""
-    return janitor.sync_pending(self.uow, parse_as_of(as_of))
+def sync(self: DbTask, as_of: str | None = None) -> janitor.JanitorResult:
+    """Resolve refunds whose answer was lost, by look-up (`checked, resolved`), and bound
+    bank-transfer refunds waiting for details as of `as_of` (ISO 8601, default now):
+    `reminded` (one mail after REFUND_DETAILS_REMINDER_DAYS), `expired` (failed with
+    `details_not_received` after REFUND_DETAILS_EXPIRE_DAYS, money back on the balance)."""
+    return janitor.run(self.uow, parse_as_of(as_of))
