@@ -8,7 +8,9 @@ sandbox stubs, and the real Braintree and PayPal adapters against fakes of their
   and leaves nothing to find; no connection at all is `not_attempted`;
 - a charge that needs the cardholder (2099.00) is `requires_action`, takes nothing, and a
   look-up finds it so;
-- a refund is made once per refund key, never beyond what was charged.
+- a refund is made once per refund key, never beyond what was charged;
+- a refund whose answer was lost is `unknown`, and an adapter that `LooksUpRefunds` finds it
+  by its key (and the charge's reference), made once; a key never sent is not found.
 
 Adapters that cannot be charged on demand (bank transfer, WeChat Pay) skip, by name, what
 they cannot do.
@@ -31,7 +33,13 @@ from tests.psp.conftest import (
     key,
     succeeded_or_pending,
 )
-from worker.psp.base import ChargeRequest, Outcome, RefundRequest, VaultRequest
+from worker.psp.base import (
+    ChargeRequest,
+    LooksUpRefunds,
+    Outcome,
+    RefundRequest,
+    VaultRequest,
+)
 from worker.psp.errors import TransportError, VaultRefused, VaultUnavailable
 from worker.psp.registry import ADAPTERS as REGISTERED
 
@@ -204,3 +212,27 @@ def test_a_refund_is_made_once_per_key_and_never_beyond_the_charge(harness: Harn
     assert beyond.outcome is Outcome.DECLINED
     nowhere = h.adapter.refund(RefundRequest(key(), "NOSUCHCHARGE123", OK, "EUR"))
     assert nowhere.outcome is Outcome.DECLINED
+
+
+def test_a_refund_whose_answer_was_lost_is_found_by_its_key(harness: Harness) -> None:
+    h = harness
+    _need_on_demand(h, "the lost-refund case runs on the adapters charged on demand")
+    adapter = h.adapter
+    if not isinstance(adapter, LooksUpRefunds):
+        pytest.skip(f"{h.name} cannot look refunds up")
+    token, k = _method_token(h), key()
+    charged = h.adapter.charge(_request(k, token, LOST * 2))
+    assert charged.outcome is Outcome.SUCCEEDED and charged.psp_reference
+    h.settle(charged.psp_reference)
+    assert adapter.lookup_refund(key(), charged.psp_reference) is None  # never sent
+    refund_key = key()
+    lost = h.adapter.refund(RefundRequest(refund_key, charged.psp_reference, LOST, "EUR"))
+    assert lost.outcome is Outcome.UNKNOWN  # made at the PSP, the answer came too late
+    found = adapter.lookup_refund(refund_key, charged.psp_reference)
+    assert found is not None
+    assert found.outcome is Outcome.SUCCEEDED and found.psp_reference
+    # Only the one refund was made: the rest of the charge (less a cent) is still there.
+    rest = h.adapter.refund(RefundRequest(key(), charged.psp_reference, LOST - 1, "EUR"))
+    assert rest.outcome is Outcome.SUCCEEDED
+    beyond = h.adapter.refund(RefundRequest(key(), charged.psp_reference, 2, "EUR"))
+    assert beyond.outcome is Outcome.DECLINED

@@ -205,6 +205,24 @@ def test_partial_refunds_each_once_and_never_beyond(world: World) -> None:
     assert refunds[0].headers["paypal-request-id"] == "refund:rf-1"
 
 
+def test_a_refund_is_looked_up_by_reading_its_order_never_by_sending_it_again(
+    world: World,
+) -> None:
+    adapter = world.adapter()
+    charged = adapter.charge(ChargeRequest("key-10", _payer(world, adapter), 1000, "EUR", "t"))
+    assert charged.psp_reference is not None
+    made = adapter.refund(RefundRequest("rf-10", charged.psp_reference, 300, "EUR"))
+    sent = len(world.requests)
+    found = adapter.lookup_refund("rf-10", charged.psp_reference)
+    assert found == made
+    assert adapter.lookup_refund("rf-never", charged.psp_reference) is None
+    assert adapter.lookup_refund("rf-10", "NOSUCHCAPTURE1") is None
+    asked = world.requests[sent:]
+    assert {r.method for r in asked} == {"GET"}  # a look-up never POSTs: it cannot refund
+    with pytest.raises(LookupError):  # PayPal keeps refunds under their capture
+        adapter.lookup_refund("rf-10")
+
+
 def test_a_setup_token_is_vaulted_once(world: World) -> None:
     adapter = world.adapter()
     nonce = world.fake.approved_setup_token("dora")

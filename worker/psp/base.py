@@ -153,8 +153,13 @@ class LooksUpRefunds(Protocol):
     janitor resolves an `unknown` answer this way, never by refunding again). Optional:
     check with `isinstance(adapter, LooksUpRefunds)`."""
 
-    def lookup_refund(self, idempotency_key: str) -> RefundResult | None:
+    def lookup_refund(
+        self, idempotency_key: str, charge_reference: str | None = None
+    ) -> RefundResult | None:
         """The PSP's record of the refund with this key; None if it never received it.
+        `charge_reference` is the refunded charge's `psp_reference` (as in RefundRequest):
+        a PSP that keeps refunds under their payment (PayPal) is asked through it.
 
-        Raises TransportError when the PSP cannot be asked right now."""
+        Raises TransportError when the PSP cannot be asked right now, LookupError when it
+        cannot be asked without the charge reference."""
         ...

@@ -82,6 +82,8 @@ class BraintreeSandbox:
                 return RefundResult(Outcome.UNKNOWN, None, "timeout", str(exc))
             return RefundResult(Outcome.NOT_ATTEMPTED, None, "unreachable", str(exc))
 
-    def lookup_refund(self, idempotency_key: str) -> RefundResult | None:
+    def lookup_refund(
+        self, idempotency_key: str, charge_reference: str | None = None
+    ) -> RefundResult | None:
         """The sandbox's record of the refund with this key (None: never received)."""
-        return self.remote.lookup_refund(idempotency_key)
+        return self.remote.lookup_refund(idempotency_key, charge_reference)

@@ -452,15 +452,11 @@ class BraintreeAdapter:
         would take it back sooner, but cannot carry our key, so a second key could not be
         told from a repeat of the first.)"""
         try:
-            earlier = [
-                t
-                for t in _call("search", lambda: self._credits_for(request.idempotency_key))
-                if getattr(t, "order_id", None) == request.idempotency_key
-            ]
+            earlier = self.lookup_refund(request.idempotency_key)
         except TransportError as exc:  # only asked: nothing was sent
             return _refund_transport(exc, sent=False)
-        if earlier:
-            return _refund_result(earlier[0])
+        if earlier is not None:
+            return earlier
         options = {
             "amount": amount_string(request.amount_minor, request.currency),
             "order_id": request.idempotency_key,
@@ -477,6 +473,20 @@ class BraintreeAdapter:
             return _refund_result(result.transaction)
         code, text = _first_error(result)
         return RefundResult(Outcome.DECLINED, None, code, text)
+
+    def lookup_refund(
+        self, idempotency_key: str, charge_reference: str | None = None
+    ) -> RefundResult | None:
+        """The refund made with this key: a Braintree refund is a `credit` transaction, and
+        ours carries the key as its `order_id` (`refund` sets it), so a transaction search
+        finds it by the key alone. None when Braintree holds no such credit. Raises
+        TransportError when Braintree cannot be asked."""
+        found = [
+            t
+            for t in _call("search", lambda: self._credits_for(idempotency_key))
+            if getattr(t, "order_id", None) == idempotency_key
+        ]
+        return _refund_result(found[0]) if found else None
 
     def _credits_for(self, key: str) -> list[Any]:
         found = self.gateway.transaction.search(

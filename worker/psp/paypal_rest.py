@@ -76,6 +76,7 @@ REQUIRED_SETTINGS = (
 REQUEST_ID_MAX = 108  # PayPal-Request-Id, Orders v2 and Vault v3
 INVOICE_ID_MAX = 127  # purchase_units[].invoice_id and custom_id
 _TOKEN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_ORDER_PATH = re.compile(r"/v2/checkout/orders/[0-9A-Za-z_-]{1,64}$")
 # 422 issues that mean this payment method will not pay this order (Orders v2 errors).
 _DECLINE_ISSUES = frozenset(
     {
@@ -262,6 +263,26 @@ def _moment(value: object) -> datetime | None:
     except ValueError:
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _refund_state(refund: dict[str, Any]) -> RefundResult:
+    """A PayPal refund (as created, or listed in its order) as a RefundResult."""
+    status = str(refund.get("status"))
+    reference = clip(refund.get("id"), 120)
+    if status == "COMPLETED":
+        return RefundResult(Outcome.SUCCEEDED, reference)
+    if status == "PENDING":
+        return RefundResult(Outcome.PENDING, reference, status, "refund pending")
+    return RefundResult(Outcome.DECLINED, reference, clip(status, CODE_MAX), "refund " + status)
+
+
+def _up_link(capture: dict[str, Any]) -> str | None:
+    """The path of a capture's order (its HATEOAS `up` link), if it names one."""
+    for link in capture.get("links") or []:
+        href = str(link.get("href") or "")
+        if link.get("rel") == "up" and (match := _ORDER_PATH.search(href)):
+            return match[0]
+    return None
 
 
 def _capture(order: dict[str, Any]) -> dict[str, Any] | None:
@@ -489,13 +510,39 @@ class PaypalRestAdapter:
             return RefundResult(
                 Outcome.DECLINED, None, clip(answer.issue, CODE_MAX), clip(answer.description)
             )
-        status = str(answer.body.get("status"))
-        reference = clip(answer.body.get("id"), 120)
-        if status == "COMPLETED":
-            return RefundResult(Outcome.SUCCEEDED, reference)
-        if status == "PENDING":
-            return RefundResult(Outcome.PENDING, reference, status, "refund pending")
-        return RefundResult(Outcome.DECLINED, reference, clip(status, CODE_MAX), "refund " + status)
+        return _refund_state(answer.body)
+
+    def lookup_refund(
+        self, idempotency_key: str, charge_reference: str | None = None
+    ) -> RefundResult | None:
+        """The refund of the capture `charge_reference` made with this key, read, never
+        re-sent (a re-POST with the same PayPal-Request-Id would make the refund if PayPal
+        never had it, or again once the id's storage ran out). PayPal has no search by our
+        reference, but a refund carries our key as its `invoice_id` and the capture's order
+        lists its refunds (`GET /v2/payments/captures/{id}`, its `up` link to the order,
+        `GET /v2/checkout/orders/{id}`: `purchase_units[].payments.refunds[]`). None when the
+        order holds no refund with our key (or there is no such capture). Raises LookupError
+        without a capture id, TransportError when PayPal cannot be asked."""
+        capture = charge_reference or ""
+        if not _TOKEN_ID.fullmatch(capture):
+            raise LookupError("a PayPal refund is looked up through its capture: none given")
+        answer = self.session.send("capture", "GET", f"/v2/payments/captures/{capture}")
+        if answer.status == 404:
+            return None  # no such capture: nothing of it can have been refunded
+        if answer.status != 200:
+            raise TransportError(f"PayPal capture: {answer.issue}", sent=True)
+        order_path = _up_link(answer.body)
+        if order_path is None:
+            raise TransportError("PayPal capture: no link to its order", sent=True)
+        order = self.session.send("order", "GET", order_path)
+        if order.status != 200:
+            raise TransportError(f"PayPal order: {order.issue}", sent=True)
+        ours = safe_reference(idempotency_key, INVOICE_ID_MAX)
+        for unit in order.body.get("purchase_units") or []:
+            for refund in (unit.get("payments") or {}).get("refunds") or []:
+                if refund.get("invoice_id") == ours:
+                    return _refund_state(refund)
+        return None
 
     def settlement_status(self, psp_reference: str) -> SettlementStatus:
         """A capture's state: COMPLETED (or refunded since) is settled in the merchant's

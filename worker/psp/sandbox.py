@@ -316,8 +316,11 @@ class RemoteSide:
             raise TransportError("read timed out after the PSP accepted the refund", sent=True)
         return result
 
-    def lookup_refund(self, idempotency_key: str) -> RefundResult | None:
-        """The refund recorded under this refund key, or None if none was ever received."""
+    def lookup_refund(
+        self, idempotency_key: str, charge_reference: str | None = None
+    ) -> RefundResult | None:
+        """The refund recorded under this refund key, or None if none was ever received
+        (the key alone finds it: `charge_reference` is not needed)."""
         with self.engine.connect() as conn:
             stored = conn.execute(
                 _FIND, {"psp": f"{self.psp}:refund", "key": idempotency_key}

@@ -25,6 +25,7 @@ from sqlalchemy import and_, or_, select
 from config import get_settings
 from worker.accounts import service as accounts
 from worker.charges import engine as charges
+from worker.charges.models import Charge
 from worker.db.session import UnitOfWork
 from worker.kernel import clock
 from worker.kernel.money import format_amount
@@ -44,6 +45,13 @@ class Claim:
     idempotency_key: str
     psp: str
     payout: bool  # a bank-transfer refund: asked of the payout service, not the PSP
+    charge_reference: str | None = None  # the charge's psp_reference (PayPal asks by it)
+
+
+def _claim_of(uow: UnitOfWork, refund: Refund) -> Claim:
+    charge = uow.session.get(Charge, refund.charge_id)
+    reference = charge.psp_reference if charge is not None else None
+    return Claim(refund.id, refund.idempotency_key, refund.psp, refund.iban is not None, reference)
 
 
 def claim_next(uow: UnitOfWork, now: datetime, skip: set[str]) -> Claim | None:
@@ -68,7 +76,7 @@ def claim_next(uow: UnitOfWork, now: datetime, skip: set[str]) -> Claim | None:
     if refund is None:
         uow.commit()
         return None
-    claim = Claim(refund.id, refund.idempotency_key, refund.psp, refund.iban is not None)
+    claim = _claim_of(uow, refund)
     refund.sync_attempts += 1
     step = charges.SYNC_SCHEDULE[min(refund.sync_attempts, len(charges.SYNC_SCHEDULE)) - 1]
     refund.next_attempt_at = max(now, real) + step
@@ -86,7 +94,7 @@ def _ask(claim: Claim) -> RefundResult | None:
     adapter = get_adapter(claim.psp)
     if not isinstance(adapter, LooksUpRefunds):
         raise LookupError(f"{claim.psp} cannot look refunds up: an operator must check")
-    return adapter.lookup_refund(claim.idempotency_key)
+    return adapter.lookup_refund(claim.idempotency_key, claim.charge_reference)
 
 
 def _attention(uow: UnitOfWork, refund: Refund, now: datetime, why: str) -> None:
@@ -171,7 +179,7 @@ def look_up_now(uow: UnitOfWork, refund_id: str, now: datetime) -> None:
     """A repeated request for a refund still `pending`: ask once what became of it (never
     refund again); nothing known yet leaves it for the janitor. Commits."""
     refund = service.get(uow.session, refund_id)
-    claim = Claim(refund.id, refund.idempotency_key, refund.psp, refund.iban is not None)
+    claim = _claim_of(uow, refund)
     uow.commit()
     try:
         found = _ask(claim)

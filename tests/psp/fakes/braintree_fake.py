@@ -475,7 +475,9 @@ class BraintreeFake:
         )
         self._move(credit, "submitted_for_settlement")
         sale.setdefault("refund_ids", []).append(credit["id"])
-        return _xml(201, "transaction", self._view(credit))
+        # A hang amount is refunded, then answered too late (as a sale is).
+        delay = self.hang_seconds if f"{amount:.2f}" in self.hang_amounts else 0.0
+        return _xml(201, "transaction", self._view(credit), delay=delay)
 
     def _void(self, sale_id: str) -> Response:
         sale = self.transactions.get(sale_id)

@@ -6,8 +6,9 @@ Shapes follow PayPal's API reference: `POST /v1/oauth2/token` (client credential
 (intent CAPTURE; a `payment_source.paypal.vault_id` order completes at once with its capture in
 `purchase_units[0].payments.captures[0]`; without a payment source it is CREATED and waits for
 a payer), `POST /v2/checkout/orders/{id}/capture`, `POST /v2/payments/captures/{id}/refund`,
-`GET /v2/payments/captures/{id}`; errors as `{name, message, debug_id, details: [{issue,
-description}]}`.
+`GET /v2/payments/captures/{id}` (with its `up` link to the order), `GET
+/v2/checkout/orders/{id}` (its refunds in `purchase_units[0].payments.refunds`); errors as
+`{name, message, debug_id, details: [{issue, description}]}`.
 
 Idempotency as PayPal documents it (reference/guidelines/idempotency): a POST repeating a
 PayPal-Request-Id gets the latest state of what the first one did (here: whatever the body);
@@ -16,8 +17,8 @@ account setting that refuses a second payment for one `invoice_id` (DUPLICATE_IN
 
 Fake-only conventions (PayPal's sandbox uses mock headers instead): amounts 2000.00-2999.99
 are INSTRUMENT_DECLINED except 2099.00, PAYER_ACTION_REQUIRED; 3000.00-3000.99 answer 429;
-`hang_amounts` complete, then answer after `hang_seconds`; `error_amounts` complete, then
-answer 500; `pending_amounts` leave the capture
+`hang_amounts` complete (or are refunded), then answer after `hang_seconds`;
+`error_amounts` complete, then answer 500; `pending_amounts` leave the capture
 PENDING; `approve_only` leaves vault orders APPROVED (the adapter must capture them).
 """
 
@@ -76,6 +77,7 @@ class PaypalFake:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     captures: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refunded_capture: dict[str, str] = field(default_factory=dict)  # refund id -> capture id
     request_ids: dict[tuple[str, str], Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -184,6 +186,11 @@ class PaypalFake:
             and parts[-1:] == ["refund"]
         ):
             return self._refund(parts[3], body)
+        if method == "GET" and parts[:3] == ["v2", "checkout", "orders"] and len(parts) == 4:
+            order = self.orders.get(parts[3])
+            if order is None:
+                return self._not_found(), None
+            return _json(200, self._order_view(order)), None
         if method == "GET" and parts[:3] == ["v2", "payments", "captures"] and len(parts) == 4:
             capture = self.captures.get(parts[3])
             if capture is None:
@@ -321,7 +328,12 @@ class PaypalFake:
                     "rel": "self",
                     "href": f"https://api-m.sandbox.paypal.com/v2/payments/captures/{capture_id}",
                     "method": "GET",
-                }
+                },
+                {
+                    "rel": "up",
+                    "href": f"https://api-m.sandbox.paypal.com/v2/checkout/orders/{order['id']}",
+                    "method": "GET",
+                },
             ],
         }
         if value in self.pending_amounts:
@@ -350,7 +362,15 @@ class PaypalFake:
             if order["unit"].get(name) is not None:
                 unit[name] = order["unit"][name]
         if order.get("capture_id"):
-            unit["payments"] = {"captures": [self.captures[order["capture_id"]]]}
+            capture_id = order["capture_id"]
+            unit["payments"] = {"captures": [self.captures[capture_id]]}
+            refunds = [
+                self.refunds[ident]
+                for ident, refunded in self.refunded_capture.items()
+                if refunded == capture_id
+            ]
+            if refunds:
+                unit["payments"]["refunds"] = refunds
         base = "https://api-m.sandbox.paypal.com/v2/checkout/orders/" + order["id"]
         links = [{"href": base, "rel": "self", "method": "GET"}]
         if order["status"] == "CREATED":
@@ -421,4 +441,6 @@ class PaypalFake:
                 }
             ],
         }
-        return _json(201, self.refunds[ident]), ("refund", ident)
+        self.refunded_capture[ident] = capture_id
+        delay = self.hang_seconds if amount in self.hang_amounts else 0.0
+        return _json(201, self.refunds[ident], delay=delay), ("refund", ident)
