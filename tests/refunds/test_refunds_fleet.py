@@ -89,7 +89,12 @@ def test_kill_minus_nine_mid_refund_then_the_janitor_finds_it_one_refund(fleet: 
         return result
 
     assert sync(now())["checked"] == 0  # the lease still protects the call in flight
-    assert sync(now() + timedelta(days=1)) == {"checked": 1, "resolved": 1}
+    assert sync(now() + timedelta(days=1)) == {
+        "checked": 1,
+        "resolved": 1,
+        "reminded": 0,
+        "expired": 0,
+    }
     assert [row.status for row in r.rows(charge_id)] == ["succeeded"]
     again = app.send_task(  # a late redelivery refunds nothing more
         task_names.PAYMENTS_REFUND,
@@ -98,4 +103,44 @@ def test_kill_minus_nine_mid_refund_then_the_janitor_finds_it_one_refund(fleet: 
     ).get(timeout=60)
     assert again["status"] == "succeeded" and again["balance"] == "35.00"
     assert r.remote_refunds(key) == 1
+    s.audit_ok()
+
+
+def test_concurrent_janitors_remind_and_expire_each_waiting_refund_once(fleet: Fleet) -> None:
+    """Bank-transfer refunds waiting for details, swept by many `balance.refunds.sync`
+    messages at once on two workers: one reminder each, then one failure each (money back
+    once), however many janitors run."""
+    from tests.refunds.test_bank_refunds import _paid_bank_charge
+
+    fleet.start_worker(concurrency=3)
+    fleet.start_worker(concurrency=3)
+    fleet.wait_ready()
+    waiting = []
+    for amount in ("10.00", "20.00", "30.00"):
+        account_id, charge_id = _paid_bank_charge("100.00")
+        assert r.refund(charge_id, amount)["status"] == "requires_details"
+        waiting.append((account_id, charge_id))
+
+    def sweep(moment: datetime) -> list[dict[str, int]]:
+        jobs = [
+            app.signature(task_names.REFUNDS_SYNC, kwargs={"as_of": moment.isoformat()})
+            for _ in range(6)
+        ]
+        results: list[dict[str, int]] = group(jobs).apply_async().get(timeout=90)
+        return results
+
+    reminded = sweep(now() + timedelta(days=8))
+    assert sum(res["reminded"] for res in reminded) == 3, reminded
+    assert len(s.mails("refund.details_reminder")) == 3
+    expired = sweep(now() + timedelta(days=31))
+    assert sum(res["expired"] for res in expired) == 3, expired
+    assert len(s.events("refund.failed")) == 3
+    for account_id, charge_id in waiting:
+        [row] = r.rows(charge_id)
+        assert (row.status, row.failure_code, row.needs_attention) == (
+            "failed",
+            "details_not_received",
+            True,
+        )
+        assert s.get_account(account_id).balance == Decimal("100.00")
     s.audit_ok()
