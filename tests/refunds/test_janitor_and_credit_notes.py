@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import time_machine
@@ -123,3 +124,26 @@ def test_a_card_refund_issues_the_pending_final_invoice_first_and_mails_in_japan
     assert note.kind == "credit_note" and note.corrects == final.id
     [mail] = s.mails("invoice.credit_note")
     assert "クレジットノート" in mail.subject and final.number in mail.text_body
+
+
+@pytest.mark.usefixtures("lost_answers")
+def test_the_janitor_asks_with_the_charges_psp_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PSP that keeps refunds under their payment (PayPal: the capture's order) is asked
+    through the refunded charge's reference, so the janitor hands it over with the key."""
+    _, charge_id = r.card_account("50.00")
+    key = f"lost-{uuid.uuid4().hex}"
+    assert r.refund(charge_id, "7.77", key=key)["status"] == "pending"
+    real = janitor.get_adapter("braintree")
+    asked: list[tuple[str, str | None]] = []
+
+    class Recording:
+        def lookup_refund(self, idempotency_key: str, charge_reference: str | None = None) -> Any:
+            asked.append((idempotency_key, charge_reference))
+            return real.lookup_refund(idempotency_key, charge_reference)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(janitor, "get_adapter", lambda name: Recording())
+    assert _sync(now() + timedelta(minutes=2)) == {"checked": 1, "resolved": 1}
+    assert asked == [(key, r.charge(charge_id).psp_reference)]
+    assert r.charge(charge_id).psp_reference
