@@ -27,8 +27,10 @@ from worker.psp.paypal_rest import INVOICE_ID_MAX, PaypalRestAdapter
 from worker.psp.sandbox import RemoteSide, remote_charges
 from worker.psp.wechat_pay import WechatPaySandbox
 
-TIMEOUT = "0.5"  # PSP_HTTP_TIMEOUT_SECONDS for the real adapters
-HANG = 1.5  # a fake's late answer: well past the timeout
+TIMEOUT = (
+    "2"  # PSP_HTTP_TIMEOUT_SECONDS for the real adapters (0.5 s timed out on a loaded 2-core CI)
+)
+HANG = 4.5  # a fake's late answer: well past the timeout
 # Amounts (minor units, EUR) every harness understands the same way.
 OK = 1050  # 10.50
 LOST = 7700  # 77.00: taken at the PSP, the answer comes too late
