@@ -74,10 +74,14 @@ def show(path: Path, account_id: str, as_of: datetime) -> dict[str, Any] | None:
     the SQLite file `path` (which exists and is at the schema head), or None: the caller
     then uses the ORM path (see the module docstring for when)."""
     try:
-        conn = sqlite3.connect(path, timeout=30)  # the ORM engine's busy timeout
+        # The ORM engine's busy timeout; statements as written (no implicit transactions).
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
     except sqlite3.Error:
         return None
     try:
+        # One read transaction: the balance and the usage total come from one snapshot even
+        # while `balancectl run` posts (WAL readers never block the writer).
+        conn.execute("BEGIN")
         row = conn.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM accounts WHERE id = ?",
             (account_id,),
