@@ -16,8 +16,6 @@ from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from worker.kernel import bank_settings
 from worker.kernel.money import is_currency
@@ -50,6 +48,11 @@ def _decimal_setting(value: Any, name: str) -> Decimal:
 def _database_url(value: str | None) -> str | None:
     if value is None or value == "":
         return None
+    # SQLAlchemy is imported only when DATABASE_URL is set: the embedded default's reads
+    # (`accounts show`) never import it (fast CLI, issue 18).
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = make_url(value)
     except ArgumentError as exc:

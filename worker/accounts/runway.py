@@ -14,14 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any
-
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any, Protocol
 
 from worker.kernel.clock import isoformat
 from worker.kernel.money import ROUNDING, exponent, format_amount
-from worker.ledger.models import Account, LedgerTransaction
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 WINDOW = timedelta(days=7)
 USAGE_KIND = "usage_debit"  # worker/usage/service.py KIND (usage sits above this package)
@@ -50,8 +49,26 @@ class Runway:
         }
 
 
+class _Spending(Protocol):
+    """What a runway needs of an account: an `Account`, or the embedded read's row
+    (worker/accounts/embedded.py)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def balance(self) -> Decimal: ...
+
+
 def usage_between(session: Session, account_id: str, since: datetime, until: datetime) -> Decimal:
     """Usage debited in [since, until), a positive Decimal (ix_ledger_txn_account_created)."""
+    # Imported here: the embedded `accounts show` computes its runway from its own SQLite
+    # read (`from_spend`) and never imports SQLAlchemy (fast CLI, issue 18).
+    from sqlalchemy import func, select
+
+    from worker.ledger.models import LedgerTransaction
+
     total = session.scalar(
         select(func.sum(LedgerTransaction.amount)).where(
             LedgerTransaction.account_id == account_id,
@@ -63,14 +80,19 @@ def usage_between(session: Session, account_id: str, since: datetime, until: dat
     return -total if total is not None else Decimal(0)
 
 
-def compute(session: Session, account: Account, as_of: datetime) -> Runway:
+def compute(session: Session, account: _Spending, as_of: datetime) -> Runway:
     """The runway of `account` at `as_of` from its usage in the 7 days before.
 
     `days_left` = floor(balance / daily_spend), computed from the exact window total (so
     rounding the displayed daily figure never changes it); 0 when the balance is at or
     below zero; None when nothing was spent in the window."""
     since = as_of - WINDOW
-    spend = usage_between(session, account.id, since, as_of)
+    return from_spend(account, usage_between(session, account.id, since, as_of), as_of)
+
+
+def from_spend(account: _Spending, spend: Decimal, as_of: datetime) -> Runway:
+    """The runway from `spend`, the usage debited in [as_of - WINDOW, as_of) (`compute`)."""
+    since = as_of - WINDOW
     quantum = Decimal(1).scaleb(-exponent(account.currency))
     daily = (spend / WINDOW.days).quantize(quantum, rounding=ROUNDING)
     days: int | None = None

@@ -10,14 +10,13 @@ from sqlalchemy.orm import Session, object_session
 
 from config import get_settings
 from worker.accounts import runway as runways
+from worker.accounts import views
 from worker.db.base import new_id
 from worker.db.session import UnitOfWork
 from worker.fx import service as fx
 from worker.kernel import validation
-from worker.kernel.clock import isoformat
 from worker.kernel.clock import now as clock_now
 from worker.kernel.errors import NotFound, ValidationError
-from worker.kernel.money import format_amount
 from worker.ledger.models import Account, LedgerAccount
 
 
@@ -96,55 +95,13 @@ def get(session: Session, account_id: object) -> Account:
     return account
 
 
-def _opt(value: Any, currency: str) -> str | None:
-    return None if value is None else format_amount(value, currency)
-
-
 def view(account: Account, as_of: datetime | None = None) -> dict[str, Any]:
     """The shape `balancectl accounts show` prints (CONTRACT.md), with `runway` from the
     7 days of usage before `as_of` (default: now; worker/accounts/runway.py)."""
-    cur = account.currency
     moment = as_of or clock_now()
     session = object_session(account)
-    spend = runways.compute(session, account, moment).view(cur) if session is not None else None
-    shown: dict[str, Any] = {
-        "id": account.id,
-        "name": account.name,
-        "currency": cur,
-        "country": account.country,
-        "status": account.status,
-        "suspension_reason": account.suspension_reason,
-        "balance": format_amount(account.balance, cur),
-        "locale": account.locale,
-        "display_currency": account.display_currency,
-        "emails": list(account.emails),
-        "company": account.company,
-        "finance_email": account.finance_email,
-        "bank_reference": account.bank_reference,
-        "unapplied": format_amount(account.unapplied or Decimal("0"), cur),
-        "created_at": isoformat(account.created_at),
-        "runway": spend,
-        "auto_reload": {
-            "enabled": account.auto_reload_enabled,
-            "threshold": _opt(account.auto_reload_threshold, cur),
-            "amount": _opt(account.auto_reload_amount, cur),
-            "payment_method_id": account.auto_reload_method_id,
-            # Paused since then: a reload needed the cardholder (3-D Secure); a new default
-            # method resumes it. None when not paused.
-            "action_required_at": (
-                isoformat(account.auto_reload_action_required_at)
-                if account.auto_reload_action_required_at
-                else None
-            ),
-        },
-        "alerts": {
-            "enabled": account.alerts_enabled,
-            "threshold": _opt(account.alert_threshold, cur),
-            "emails": list(account.emails),
-            "state": account.alert_state,
-            "last_alert_at": isoformat(account.alert_sent_at) if account.alert_sent_at else None,
-        },
-    }
+    runway = runways.compute(session, account, moment) if session is not None else None
+    shown = views.shown(account, runway)
     display = _display(account, moment)
     if display is not None:
         shown["display"] = display

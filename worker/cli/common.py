@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 
 from config import SettingsError, get_settings
 from worker.kernel.errors import NoDatabase
 from worker.kernel.redaction import redact
+
+if TYPE_CHECKING:
+    from sqlalchemy.exc import DBAPIError
 
 app = typer.Typer(
     name="balancectl",
@@ -68,6 +71,11 @@ def settings_or_exit(as_json: bool) -> None:
 
 def sqlite_file(url: str) -> Path | None:
     """The file of a SQLite URL (None for any other database, or an in-memory one)."""
+    # The embedded default's own URL (`sqlite+pysqlite:///<absolute path>`) is read without
+    # SQLAlchemy, which `accounts show` never imports (fast CLI, issue 18).
+    prefix = "sqlite+pysqlite:///"
+    if url.startswith(prefix) and not any(c in url for c in "?%") and len(url) > len(prefix):
+        return Path(url[len(prefix) :]).resolve()
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
@@ -199,7 +207,14 @@ def run_action(
         fail(exc.code, exc.field, str(exc), as_json)
     except SettingsError as exc:
         fail("invalid_setting", str(exc).split(":", 1)[0], str(exc), as_json)
-    except (OperationalError, InterfaceError, ProgrammingError) as exc:
+    except Exception as exc:
+        # SQLAlchemy's errors, named without importing it: a command that never loaded it
+        # (the embedded `accounts show`, fast CLI) cannot have raised one.
+        errors = sys.modules.get("sqlalchemy.exc")
+        if errors is None or not isinstance(
+            exc, errors.OperationalError | errors.InterfaceError | errors.ProgrammingError
+        ):
+            raise
         if _no_schema(exc):
             fail(
                 NoDatabase.code,
@@ -208,7 +223,7 @@ def run_action(
                 f"({one_line(exc)}); run `balancectl db upgrade`",
                 as_json,
             )
-        if isinstance(exc, ProgrammingError):
+        if isinstance(exc, errors.ProgrammingError):
             raise
         fail(
             "database_unavailable",
