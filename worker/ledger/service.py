@@ -176,12 +176,20 @@ _FIND_SQL = (
 )
 
 
+_processors: dict[tuple[str, Any], list[tuple[str, Any]]] = {}
+
+
 def _as_loaded(session: Session, model: Any, attrs: list[tuple[str, Any]], row: Any) -> Any:
-    """An object of `model` from a raw row, in the session as if a query had loaded it."""
+    """An object of `model` from a raw row, in the session as if a query had loaded it
+    (each column's result processing, as SQLAlchemy's own loading applies it)."""
     dialect = session.get_bind().dialect
+    processors = _processors.get((dialect.name, model))
+    if processors is None:
+        processors = _processors[(dialect.name, model)] = [
+            (key, column.type.result_processor(dialect, None)) for key, column in attrs
+        ]
     values = {}
-    for (key, column), value in zip(attrs, row, strict=True):
-        process = column.type.result_processor(dialect, None)
+    for (key, process), value in zip(processors, row, strict=True):
         values[key] = process(value) if process is not None else value
     instance = model(**values)
     make_transient_to_detached(instance)
