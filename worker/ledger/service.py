@@ -18,7 +18,7 @@ import psycopg
 from sqlalchemy import Table, and_, bindparam, case, insert, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -223,8 +223,8 @@ def lock_account_and_find(
             finding.execute(_FIND_SQL, params)
         account_row = locking.fetchone()
         txn_row = finding.fetchone()
-    except psycopg.OperationalError as exc:  # retried by DbTask, as through SQLAlchemy
-        raise OperationalError(_LOCK_SQL, params, exc) from exc
+    except psycopg.Error as exc:  # as SQLAlchemy raises it: DbTask retries OperationalError
+        raise DBAPIError.instance(_LOCK_SQL, params, exc, psycopg.Error) from exc
     if account_row is None:
         raise NotFound("account_id", f"no account {account_id[:60]!r}")
     account = _as_loaded(session, Account, _ACCOUNT_ATTRS, account_row)
