@@ -389,6 +389,24 @@ def test_fifty_concurrent_copies_of_one_debit_move_money_once() -> None:
         assert ledger.audit(uow.session)["ok"]
 
 
+def test_a_lock_wait_that_times_out_is_a_retryable_error_and_moves_nothing() -> None:
+    """The lock and the look-up go in one psycopg pipeline (issue 16): a failure there still
+    reaches DbTask as SQLAlchemy's OperationalError (its autoretry_for), nothing written."""
+    from sqlalchemy.exc import OperationalError
+
+    from worker.db.session import get_engine
+
+    account_id = funded("10")
+    with get_engine().connect() as holder:
+        holder.execute(text("SELECT 1 FROM accounts WHERE id = :id FOR UPDATE"), {"id": account_id})
+        with pytest.raises(OperationalError), unit_of_work() as uow:
+            uow.session.execute(text("SET LOCAL lock_timeout = '100ms'"))
+            usage.debit(uow, account_id=account_id, amount="1.25", reference="msg-1", now=now())
+        holder.rollback()
+    assert account_row(account_id).balance == Decimal("10")
+    assert debit(account_id, "1.25", "msg-1")["duplicate"] is False
+
+
 def test_concurrent_debits_never_overdraw() -> None:
     account_id = funded("5")
     results = _run_threads(60, lambda i: debit(account_id, "0.1", f"msg-{i}"))

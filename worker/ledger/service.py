@@ -14,10 +14,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, case, insert, or_, select, true
+import psycopg
+from sqlalchemy import Table, and_, bindparam, case, insert, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from config import get_settings
 from worker.db.base import new_id
@@ -158,6 +161,78 @@ def find_transaction(
     ).one_or_none()
 
 
+def _loader(model: Any) -> tuple[str, list[tuple[str, Any]]]:
+    """The column list of `model`'s table and each mapped attribute with its column."""
+    pairs = [(prop.key, prop.columns[0]) for prop in model.__mapper__.column_attrs]
+    return ", ".join(f'"{column.name}"' for _key, column in pairs), pairs
+
+
+_ACCOUNT_COLUMNS, _ACCOUNT_ATTRS = _loader(Account)
+_TXN_COLUMNS, _TXN_ATTRS = _loader(LedgerTransaction)
+_LOCK_SQL = f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = %(id)s FOR UPDATE"
+_FIND_SQL = (
+    f"SELECT {_TXN_COLUMNS} FROM ledger_transactions "
+    "WHERE account_id = %(account_id)s AND kind = %(kind)s AND reference = %(reference)s"
+)
+
+
+_processors: dict[tuple[str, Any], list[tuple[str, Any]]] = {}
+
+
+def _as_loaded(session: Session, model: Any, attrs: list[tuple[str, Any]], row: Any) -> Any:
+    """An object of `model` from a raw row, in the session as if a query had loaded it
+    (each column's result processing, as SQLAlchemy's own loading applies it)."""
+    dialect = session.get_bind().dialect
+    processors = _processors.get((dialect.name, model))
+    if processors is None:
+        processors = _processors[(dialect.name, model)] = [
+            (key, column.type.result_processor(dialect, None)) for key, column in attrs
+        ]
+    values = {}
+    for (key, process), value in zip(processors, row, strict=True):
+        values[key] = process(value) if process is not None else value
+    instance = model(**values)
+    make_transient_to_detached(instance)
+    session.add(instance)
+    return instance
+
+
+def lock_account_and_find(
+    session: Session, account_id: object, kind: str, reference: str
+) -> tuple[Account, LedgerTransaction | None]:
+    """`lock_account`, then `find_transaction` for that account, `kind` and `reference`.
+
+    PostgreSQL, on a session that holds no objects yet (a task's unit of work): BEGIN, the
+    lock and the look-up go in one psycopg pipeline, one round trip instead of three
+    (issue 16). The server runs them in order, and the look-up takes its snapshot only once
+    the lock is held, so it sees a debit that committed while this one waited (a sub-select
+    of the locking statement would not). Elsewhere, the two statements one after the other.
+    Raises NotFound naming `account_id`, ValidationError for a malformed id.
+    """
+    account_id = validation.identifier(account_id, "account_id")
+    if session.get_bind().dialect.name != "postgresql" or len(session.identity_map) or session.new:
+        account = lock_account(session, account_id)
+        return account, find_transaction(session, account.id, kind, reference)
+    raw = cast("psycopg.Connection[Any]", session.connection().connection.driver_connection)
+    params = {"account_id": account_id, "kind": kind, "reference": reference}
+    try:
+        with raw.pipeline():
+            locking = raw.cursor()
+            locking.execute(_LOCK_SQL, {"id": account_id})
+            finding = raw.cursor()
+            finding.execute(_FIND_SQL, params)
+        account_row = locking.fetchone()
+        txn_row = finding.fetchone()
+    except psycopg.Error as exc:  # as SQLAlchemy raises it: DbTask retries OperationalError
+        raise DBAPIError.instance(_LOCK_SQL, params, exc, psycopg.Error) from exc
+    if account_row is None:
+        raise NotFound("account_id", f"no account {account_id[:60]!r}")
+    account = _as_loaded(session, Account, _ACCOUNT_ATTRS, account_row)
+    if txn_row is None:
+        return account, None
+    return account, _as_loaded(session, LedgerTransaction, _TXN_ATTRS, txn_row)
+
+
 def post(
     uow: UnitOfWork,
     account: Account,
@@ -210,8 +285,14 @@ def post(
     )
     make_transient_to_detached(txn)
     session.add(txn)
-    account.balance = account.balance + amount
-    account.updated_at = now
+    if together:
+        # The same statement stored the new balance (`_POST_TXN_AND_PAIR`'s UPDATE): the
+        # object learns it as already stored, so no UPDATE is flushed for it (issue 16).
+        set_committed_value(account, "balance", account.balance + amount)
+        set_committed_value(account, "updated_at", now)
+    else:
+        account.balance = account.balance + amount
+        account.updated_at = now
     _apply_depletion_rule(uow, account, txn, now)
     _rearm_alert(account, txn)
     if amount > 0:
@@ -230,24 +311,42 @@ _NEW_TXN = (
     .returning(_TXN_TABLE.c.id)
     .cte("new_txn")
 )
-_POST_TXN_AND_PAIR = insert(_POSTINGS).from_select(
-    ["transaction_id", "ledger_account_id", "amount"],
-    select(
-        _NEW_TXN.c.id,
-        LedgerAccount.id,
-        case(
-            (LedgerAccount.account_id.is_(None), bindparam("counter_amount", type_=_MONEY)),
-            else_=bindparam("amount", type_=_MONEY),
-        ),
+_ACCOUNTS = cast(Table, Account.__table__)
+# ... and the account's cached balance, in the same statement (one round trip fewer per post:
+# no UPDATE at flush). A data-modifying CTE runs whether or not the statement reads it.
+_NEW_BALANCE = (
+    update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.id == bindparam("u_id", type_=_ACCOUNTS.c.id.type))
+    .values(
+        balance=bindparam("u_balance", type_=_ACCOUNTS.c.balance.type),
+        updated_at=bindparam("u_updated_at", type_=_ACCOUNTS.c.updated_at.type),
     )
-    .select_from(_NEW_TXN.join(LedgerAccount, true()))
-    .where(
-        or_(
-            LedgerAccount.account_id == bindparam("account_id"),
-            and_(LedgerAccount.id == bindparam("cached"), LedgerAccount.code == bindparam("code")),
+    .cte("new_balance")
+)
+_POST_TXN_AND_PAIR = (
+    insert(_POSTINGS)
+    .from_select(
+        ["transaction_id", "ledger_account_id", "amount"],
+        select(
+            _NEW_TXN.c.id,
+            LedgerAccount.id,
+            case(
+                (LedgerAccount.account_id.is_(None), bindparam("counter_amount", type_=_MONEY)),
+                else_=bindparam("amount", type_=_MONEY),
+            ),
         )
+        .select_from(_NEW_TXN.join(LedgerAccount, true()))
+        .where(
+            or_(
+                LedgerAccount.account_id == bindparam("account_id"),
+                and_(
+                    LedgerAccount.id == bindparam("cached"), LedgerAccount.code == bindparam("code")
+                ),
+            )
+        )
+        .order_by(case((LedgerAccount.account_id.is_(None), 1), else_=0)),  # customer leg first
     )
-    .order_by(case((LedgerAccount.account_id.is_(None), 1), else_=0)),  # customer leg first
+    .add_cte(_NEW_BALANCE)
 )
 
 
@@ -286,6 +385,7 @@ def _post_pair(
     else:
         statement = _POST_TXN_AND_PAIR
         params.update({f"t_{key}": value for key, value in txn_row.items()})
+        params.update(u_id=account_id, u_balance=txn_row["balance_after"], u_updated_at=now)
     inserted = (
         session.connection()
         .execute(statement, params, execution_options={"preserve_rowcount": True})

@@ -46,9 +46,8 @@ def debit(
     value = parse_amount(amount, "amount")
     ref = validation.reference(reference)
     memo = validation.text(description, "description", max_length=500, required=False)
-    account = ledger.lock_account(uow.session, account_id)
-
-    first = ledger.find_transaction(uow.session, account.id, KIND, ref)
+    # The lock and the look-up in one round trip where the database allows (issue 16).
+    account, first = ledger.lock_account_and_find(uow.session, account_id, KIND, ref)
     if first is not None:
         if first.amount != -value:
             raise ReferenceConflict(
