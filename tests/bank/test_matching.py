@@ -125,9 +125,8 @@ def test_unmatched_goes_to_suspense_then_assigned_is_matched() -> None:
 def test_a_mistyped_reference_fails_its_check_digits_and_matches_nobody() -> None:
     account_id, (_a100,) = _setup("100.00")
     ref = s.reference(account_id)
-    typo = ref[:-1] + ("A" if ref[-1] != "A" else "B")
     other = s.account()  # whoever might own a look-alike
-    result = s.receive("100.00", typo)
+    result = s.receive("100.00", s.typo(ref))
     assert result["status"] == "unmatched" and result["reason"] == "invalid_reference"
     assert s.get_account(account_id).unapplied == 0 and s.get_account(other).unapplied == 0
 

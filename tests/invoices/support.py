@@ -13,6 +13,7 @@ from worker.bank import service as bank
 from worker.charges import top_up as top_ups
 from worker.db.session import unit_of_work
 from worker.invoices.models import Invoice
+from worker.kernel.bank_settings import is_creditor_reference
 from worker.kernel.clock import now
 from worker.ledger import service as ledger
 from worker.ledger.models import Account
@@ -94,6 +95,17 @@ def reference(account_id: str) -> str:
     ref = get_account(account_id).bank_reference
     assert ref is not None
     return ref
+
+
+def typo(ref: str) -> str:
+    """`ref` with its last character mistyped so that the check digits catch it: about 1 in
+    97 single-character changes still checks (a letter is two digits in ISO 11649's mod 97),
+    and a test taking the first change at random was flaky."""
+    return next(
+        mistyped
+        for mistyped in (ref[:-1] + c for c in "0123456789ABCDEFGH")
+        if mistyped != ref and not is_creditor_reference(mistyped)
+    )
 
 
 def invoice(invoice_id: str) -> Invoice:
