@@ -100,7 +100,10 @@ def reset_charges() -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT to_regclass('psp_stub_remote_charges')").fetchone()
         stub = ", psp_stub_remote_charges" if row and row[0] else ""
-        conn.execute(f"TRUNCATE charges, postings, ledger_transactions, events, mail_outbox{stub}")
+        # CASCADE: the invoices, refunds and settlement rows that name a charge go too.
+        conn.execute(
+            f"TRUNCATE charges, postings, ledger_transactions, events, mail_outbox{stub} CASCADE"
+        )
         crossing = "SELECT id FROM accounts WHERE name LIKE 'bench-cross-%'"
         conn.execute(f"DELETE FROM payment_methods WHERE account_id IN ({crossing})")
         conn.execute(f"DELETE FROM ledger_accounts WHERE account_id IN ({crossing})")
