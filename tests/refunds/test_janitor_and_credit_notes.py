@@ -147,3 +147,62 @@ def test_the_janitor_asks_with_the_charges_psp_reference(
     assert _sync(now() + timedelta(minutes=2)) == {"checked": 1, "resolved": 1}
     assert asked == [(key, r.charge(charge_id).psp_reference)]
     assert r.charge(charge_id).psp_reference
+
+
+@pytest.fixture
+def attention_after_two(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("PAYMENT_SYNC_ATTENTION_AFTER", "2")
+    reset_settings()
+    yield
+    monkeypatch.delenv("PAYMENT_SYNC_ATTENTION_AFTER")
+    reset_settings()
+
+
+@pytest.mark.usefixtures("lost_answers", "attention_after_two")
+def test_a_refund_whose_sync_keeps_raising_is_isolated_backed_off_and_flagged_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every failure path ends: a refund the janitor cannot apply (a bug, a constraint) is
+    rolled back alone, backed off, and an operator is told once; the money stays taken."""
+    account_id, charge_id = r.card_account("50.00")
+    key = f"lost-{uuid.uuid4().hex}"
+    assert r.refund(charge_id, "7.77", key=key)["status"] == "pending"
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    mended = janitor.service.apply
+    monkeypatch.setattr(janitor.service, "apply", broken)
+    moment = now() + timedelta(minutes=2)
+    for _ in range(3):
+        assert _sync(moment) == {"checked": 1, "resolved": 0}
+        assert _sync(moment) == {"checked": 0, "resolved": 0}  # backed off by its claim
+        moment += timedelta(days=2)
+    [row] = r.rows(charge_id)
+    assert (row.status, row.needs_attention) == ("pending", True)
+    [event] = s.events("refund.needs_attention")
+    assert event.data["refund_id"] == row.id
+    assert event.data["reason"] == "sync error: RuntimeError: boom"
+    assert s.get_account(account_id).balance == Decimal("42.23")
+    monkeypatch.setattr(janitor.service, "apply", mended)  # the next look-up applies it
+    assert _sync(moment) == {"checked": 1, "resolved": 1}
+    assert r.rows(charge_id)[0].status == "succeeded"
+    assert r.remote_refunds(key) == 1
+    s.audit_ok()
+
+
+@pytest.mark.usefixtures("lost_answers", "attention_after_two")
+def test_a_refund_whose_look_ups_never_complete_still_raises_attention() -> None:
+    """Claimed again and again by janitors that die before asking: flagged all the same."""
+    _, charge_id = r.card_account("50.00")
+    assert r.refund(charge_id, "7.77", key=f"lost-{uuid.uuid4().hex}")["status"] == "pending"
+    moment = now() + timedelta(minutes=2)
+    for _ in range(3):  # claim, then "crash" (no look-up, no apply)
+        with unit_of_work() as uow:
+            claim = janitor.claim_next(uow, moment, set())
+        assert claim is not None and claim.refund_id == r.rows(charge_id)[0].id
+        moment += timedelta(days=2)
+    [row] = r.rows(charge_id)
+    assert (row.status, row.needs_attention) == ("pending", True)
+    [event] = s.events("refund.needs_attention")
+    assert event.data["reason"] == "look-ups never completed"

@@ -20,7 +20,7 @@ from worker.charges import engine
 from worker.charges.models import Charge
 from worker.charges.states import SYNCED
 from worker.db.session import UnitOfWork
-from worker.kernel import clock
+from worker.kernel import claims, clock
 from worker.kernel.money import format_amount
 from worker.outbox import events
 from worker.psp.base import Outcome
@@ -91,6 +91,10 @@ class Claim:
     charge_id: str
     idempotency_key: str
     psp: str
+
+    @property
+    def row_id(self) -> str:
+        return self.charge_id
 
 
 def claim_next(uow: UnitOfWork, now: datetime, skip: Collection[str] = frozenset()) -> Claim | None:
@@ -200,27 +204,23 @@ def sync_pending(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> SyncR
     """The janitor: look up every unresolved charge that is due, one at a time.
 
     Per charge: claim it (short transaction, COMMIT), ask the PSP holding no connection and
-    no lock, then apply the answer in a second short transaction under a fresh row lock."""
-    resolved = close_abandoned(uow, now)
-    checked = 0
-    seen: set[str] = set()
-    while checked < batch_size:
-        claim = claim_next(uow, now, seen)
-        if claim is None:
-            break
-        seen.add(claim.charge_id)
-        checked += 1
-        try:
-            if sync_one(uow, claim, now):
-                resolved += 1
-            uow.commit()
-        except Exception as exc:  # isolate it: reschedule, count towards attention, go on
-            uow.rollback()
-            log.exception("payment sync failed for charge %s", claim.charge_id)
-            again = engine.lock(uow.session, claim.charge_id)
-            if again.status in _SYNCED:
-                why = f"sync error: {type(exc).__name__}: {exc}"[:300]
-                _reschedule(uow, again, now, why)
-            uow.commit()
-    uow.commit()
-    return {"checked": checked, "resolved": resolved}
+    no lock, then apply the answer in a second short transaction under a fresh row lock
+    (worker/kernel/claims.py). A charge whose look-up raises is backed off and counts
+    towards attention."""
+    closed = close_abandoned(uow, now)
+
+    def recover(claim: Claim, exc: Exception) -> None:
+        again = engine.lock(uow.session, claim.charge_id)
+        if again.status in _SYNCED:
+            _reschedule(uow, again, now, f"sync error: {type(exc).__name__}: {exc}"[:300])
+
+    done = claims.drain(
+        uow,
+        claim_next=lambda seen: claim_next(uow, now, seen),
+        resolve=lambda claim: sync_one(uow, claim, now),
+        recover=recover,
+        batch_size=batch_size,
+        log=log,
+        what="charge",
+    )
+    return {"checked": done.checked, "resolved": closed + done.resolved}

@@ -27,7 +27,7 @@ from worker.accounts import service as accounts
 from worker.charges import engine as charges
 from worker.charges.models import Charge
 from worker.db.session import UnitOfWork
-from worker.kernel import clock
+from worker.kernel import claims, clock
 from worker.kernel.money import format_amount
 from worker.outbox import events
 from worker.psp.base import LooksUpRefunds, Outcome, RefundResult
@@ -46,6 +46,10 @@ class Claim:
     psp: str
     payout: bool  # a bank-transfer refund: asked of the payout service, not the PSP
     charge_reference: str | None = None  # the charge's psp_reference (PayPal asks by it)
+
+    @property
+    def row_id(self) -> str:
+        return self.refund_id
 
 
 def _claim_of(uow: UnitOfWork, refund: Refund) -> Claim:
@@ -80,6 +84,10 @@ def claim_next(uow: UnitOfWork, now: datetime, skip: set[str]) -> Claim | None:
     refund.sync_attempts += 1
     step = charges.SYNC_SCHEDULE[min(refund.sync_attempts, len(charges.SYNC_SCHEDULE)) - 1]
     refund.next_attempt_at = max(now, real) + step
+    if refund.sync_attempts > get_settings().payment_sync_attention_after:
+        # Claimed again and again without a look-up ever coming back (a worker that dies
+        # on it, a look-up that raises): raise attention here, as a failed look-up would.
+        _attention(uow, refund, now, "look-ups never completed")
     uow.commit()
     return claim
 
@@ -154,25 +162,26 @@ class SyncResult(TypedDict):
 
 
 def sync_pending(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> SyncResult:
-    """Look up every due refund, one at a time (claim, ask, apply). Safe to run twice or
-    concurrently: a claim is taken under SKIP LOCKED and moves the refund's next look-up."""
-    checked = resolved = 0
-    seen: set[str] = set()
-    while checked < batch_size:
-        claim = claim_next(uow, now, seen)
-        if claim is None:
-            break
-        seen.add(claim.refund_id)
-        checked += 1
-        try:
-            if sync_one(uow, claim, now):
-                resolved += 1
-            uow.commit()
-        except Exception:  # isolate it: the claim already backed it off
-            uow.rollback()
-            log.exception("refund sync failed for %s", claim.refund_id)
-    uow.commit()
-    return {"checked": checked, "resolved": resolved}
+    """Look up every due refund, one at a time (claim, ask, apply: worker/kernel/claims.py).
+    Safe to run twice or concurrently: a claim is taken under SKIP LOCKED and moves the
+    refund's next look-up. A refund whose look-up raises stays backed off by its claim and
+    counts towards attention (PAYMENT_SYNC_ATTENTION_AFTER), as a charge's does."""
+
+    def recover(claim: Claim, exc: Exception) -> None:
+        refund = service.lock(uow.session, claim.refund_id)
+        if refund.status == RefundStatus.PENDING:
+            _attention(uow, refund, now, f"sync error: {type(exc).__name__}: {exc}"[:300])
+
+    done = claims.drain(
+        uow,
+        claim_next=lambda seen: claim_next(uow, now, seen),
+        resolve=lambda claim: sync_one(uow, claim, now),
+        recover=recover,
+        batch_size=batch_size,
+        log=log,
+        what="refund",
+    )
+    return {"checked": done.checked, "resolved": done.resolved}
 
 
 def look_up_now(uow: UnitOfWork, refund_id: str, now: datetime) -> None:

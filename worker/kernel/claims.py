@@ -1,0 +1,82 @@
+"""Claim, ask, apply: the loop the janitors run over rows whose outcome is unknown
+(charges: worker/charges/janitor.py; refunds: worker/refunds/janitor.py).
+
+Per row: `claim_next` takes the next due row in a short transaction that COMMITs (the claim
+moves the row's next look-up on, so a concurrent janitor does not ask too); `resolve` asks
+the PSP holding no lock and applies the answer under a fresh row lock; its transaction is
+committed here. A row that raises is isolated (rolled back, logged with its traceback,
+handed to `recover`, which backs it off or flags it, in a transaction of its own) and the
+loop goes on, so one broken row never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+
+class Transaction(Protocol):
+    """What the loop needs of a unit of work (worker/db/session.py's UnitOfWork)."""
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+class Claimed(Protocol):
+    """A claim: plain values read under the claim's row lock, named by the row's id."""
+
+    @property
+    def row_id(self) -> str: ...
+
+
+C = TypeVar("C", bound=Claimed)
+
+
+@dataclass(frozen=True)
+class Drained:
+    """Rows claimed and asked about (`checked`), and those that reached a final state."""
+
+    checked: int
+    resolved: int
+
+
+def drain(
+    tx: Transaction,
+    *,
+    claim_next: Callable[[set[str]], C | None],
+    resolve: Callable[[C], bool],
+    recover: Callable[[C, Exception], None],
+    batch_size: int,
+    log: logging.Logger,
+    what: str,
+) -> Drained:
+    """Claim and resolve up to `batch_size` due rows, one at a time.
+
+    `claim_next(seen)`: the next due row not in `seen` (ids), claimed and committed, or None
+    when none is due. `resolve(claim)`: True when the row reached a final state; it does not
+    commit (the loop does). `recover(claim, exc)`: after `resolve` raised and was rolled back;
+    committed by the loop. `what` names the rows in the log ("charge", "refund"). A row is
+    claimed at most once per run, so a row that stays due cannot starve the others.
+    """
+    checked = resolved = 0
+    seen: set[str] = set()
+    while checked < batch_size:
+        claim = claim_next(seen)
+        if claim is None:
+            break
+        seen.add(claim.row_id)
+        checked += 1
+        try:
+            if resolve(claim):
+                resolved += 1
+            tx.commit()
+        except Exception as exc:  # isolate it: the claim already backed it off
+            tx.rollback()
+            log.exception("%s sync failed for %s", what, claim.row_id)
+            recover(claim, exc)
+            tx.commit()
+    tx.commit()
+    return Drained(checked, resolved)
