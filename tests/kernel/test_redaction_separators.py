@@ -20,6 +20,11 @@ DISGUISED = [
     "\u0664\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661",
     "4111\u20131111\u20131111\u20131111",
     "3782.822463.10005",
+    # Separators mixed, groups laid out as a card prints them:
+    "4111.1111 1111.1111",
+    "4111/1111 1111_1111",
+    "3782 822463.10005",
+    "6011.0009 9013.9424",
 ]
 
 
@@ -52,6 +57,8 @@ def test_disguised_card_as_identifier_is_refused_without_echo(card: str) -> None
         "+44 7911 123456",
         "+14155552671",
         "+33.1.23.45.67.89",
+        "1234.5678 9010 05",  # mixed separators, not a card's layout (Luhn-valid if joined)
+        "paid 2026.11.30 1234.56 EUR",
     ],
 )
 def test_amounts_dates_ibans_and_phones_are_kept(kept: str) -> None:

@@ -9,8 +9,9 @@ looks at every run of digit groups and at every contiguous span of whole groups 
 "4111 1111 1111 1111 12/26" still loses the card number.
 
 False positives guarded (issue "fixred"): a span joined by '.', '/' or '_' must use that same
-separator throughout, so decimal amounts and dates side by side ("1234.56 2026.11.30",
-"10.00 20.00 30.00 40.00") are never read as one number; a valid IBAN (python-stdnum, country
+separator throughout, or have its groups laid out as a card prints them (4-4-4-4, 4-6-5...),
+so decimal amounts and dates side by side ("1234.56 2026.11.30", "10.00 20.00 30.00 40.00")
+are never read as one number; a valid IBAN (python-stdnum, country
 format and mod-97) is bank data, not a card, and is left alone; phone numbers and single
 amounts or dates have fewer than 13 digits.
 """
@@ -67,11 +68,19 @@ def _kind(sep: str) -> str:
     return "".join(_KIND.get(c, "") for c in sep)
 
 
-def _one_number(kinds: set[str]) -> bool:
+# How card schemes print their numbers (ISO/IEC 7812 lengths): 4-4-4-4 (Visa, Mastercard,
+# Discover...), 4-4-4-4-3 (19 digits), 4-6-5 (American Express), 4-6-4 (Diners Club).
+_CARD_LAYOUTS = {(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4)}
+
+
+def _one_number(kinds: set[str], lengths: tuple[int, ...]) -> bool:
     """Separators that can join one number: '.', '/' and '_' only when the whole span uses
-    the same one (amounts and dates next to each other are not a card); white space and
-    dashes mix freely (people type "4111 1111-1111 1111")."""
-    return len(kinds) <= 1 or not any(set(k) & {".", "/", "_"} for k in kinds)
+    the same one (amounts and dates next to each other are not a card), or when the groups
+    are laid out as a card is printed ("4111.1111 1111.1111"); white space and dashes mix
+    freely (people type "4111 1111-1111 1111")."""
+    if len(kinds) <= 1 or not any(set(k) & {".", "/", "_"} for k in kinds):
+        return True
+    return lengths in _CARD_LAYOUTS
 
 
 def _pan_groups(groups: list[str], seps: list[str]) -> list[bool]:
@@ -88,7 +97,11 @@ def _pan_groups(groups: list[str], seps: list[str]) -> list[bool]:
             number += digits[end]
             if len(number) > 19:
                 break
-            if len(number) >= 13 and _one_number(span_kinds) and luhn_valid(number):
+            if (
+                len(number) >= 13
+                and _one_number(span_kinds, tuple(len(d) for d in digits[start : end + 1]))
+                and luhn_valid(number)
+            ):
                 for i in range(start, end + 1):
                     marked[i] = True
     return marked
