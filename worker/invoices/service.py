@@ -240,24 +240,39 @@ def _new(
     method: str,
     charge_id: str | None,
     now: datetime,
+    **columns: Any,
 ) -> Invoice:
-    return Invoice(
-        id=new_id("inv"),
-        account_id=account.id,
-        charge_id=charge_id,
-        kind=kind,
-        status=status,
-        number=None,
-        amount=amount,
-        currency=currency,
-        method=method,
-        locale=account.locale,
-        issuer=_issuer(),
-        customer=_customer(account),
-        instructions=None,
-        created_at=now,
-        updated_at=now,
-    )
+    """An unnumbered invoice of `account` (issuer and customer copied as they are now);
+    `columns` sets any other column (`proforma_id`, `payment_reference`, `paid_at`, ...)."""
+    values: dict[str, Any] = {
+        "id": new_id("inv"),
+        "account_id": account.id,
+        "charge_id": charge_id,
+        "kind": kind,
+        "status": status,
+        "number": None,
+        "amount": amount,
+        "currency": currency,
+        "method": method,
+        "locale": account.locale,
+        "issuer": _issuer(),
+        "customer": _customer(account),
+        "instructions": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return Invoice(**(values | columns))
+
+
+def _issue(
+    uow: UnitOfWork, account: Account, invoice: Invoice, status: InvoiceStatus, now: datetime
+) -> Invoice:
+    """Number `invoice` now (`_number`: status, issue date, `invoice.issued`), add it to the
+    session and mail it to the account's finance address."""
+    _number(uow, invoice, status, now)
+    uow.session.add(invoice)
+    mails.issued(uow, account, invoice, now)
+    return invoice
 
 
 def _number(uow: UnitOfWork, invoice: Invoice, status: InvoiceStatus, now: datetime) -> None:
@@ -293,6 +308,13 @@ def create_proforma(uow: UnitOfWork, charge: Charge, account: Account, now: date
     existing = of_charge(uow.session, charge.id, InvoiceKind.PROFORMA)
     if existing is not None:
         return existing
+    instructions = payment_instructions(account, charge.currency)
+    if instructions is None:
+        log.error(
+            "pro-forma for charge %s: BANK_ACCOUNTS has no %s account; instructions missing",
+            charge.id,
+            charge.currency,
+        )
     invoice = _new(
         account,
         kind=InvoiceKind.PROFORMA,
@@ -302,18 +324,9 @@ def create_proforma(uow: UnitOfWork, charge: Charge, account: Account, now: date
         method=BANK_TRANSFER,
         charge_id=charge.id,
         now=now,
+        instructions=instructions,
     )
-    invoice.instructions = payment_instructions(account, charge.currency)
-    if invoice.instructions is None:
-        log.error(
-            "pro-forma for charge %s: BANK_ACCOUNTS has no %s account; instructions missing",
-            charge.id,
-            charge.currency,
-        )
-    _number(uow, invoice, InvoiceStatus.OPEN, now)
-    uow.session.add(invoice)
-    mails.issued(uow, account, invoice, now)
-    return invoice
+    return _issue(uow, account, invoice, InvoiceStatus.OPEN, now)
 
 
 def issue_final(
@@ -344,17 +357,14 @@ def issue_final(
         method=method,
         charge_id=charge.id if charge is not None else None,
         now=now,
+        proforma_id=proforma.id if proforma is not None else None,
+        payment_reference=reference,
+        paid_at=now,
+        due_at=pending_until,
     )
-    invoice.proforma_id = proforma.id if proforma is not None else None
-    invoice.payment_reference = reference
-    invoice.paid_at = now
-    invoice.due_at = pending_until
     if pending_until is None:
-        _number(uow, invoice, InvoiceStatus.ISSUED, now)
-        uow.session.add(invoice)
-        mails.issued(uow, account, invoice, now)
-    else:
-        uow.session.add(invoice)
+        return _issue(uow, account, invoice, InvoiceStatus.ISSUED, now)
+    uow.session.add(invoice)
     return invoice
 
 
@@ -390,18 +400,15 @@ def issue_credit_note(
         method=method_of(charge),
         charge_id=charge.id,
         now=now,
+        corrects=final.id if final is not None else None,
+        payment_reference=refund_id,
+        instructions={
+            "refund_id": refund_id,
+            "corrects_number": final.number if final is not None else None,
+        },
+        paid_at=now,
     )
-    note.corrects = final.id if final is not None else None
-    note.payment_reference = refund_id
-    note.instructions = {
-        "refund_id": refund_id,
-        "corrects_number": final.number if final is not None else None,
-    }
-    note.paid_at = now
-    _number(uow, note, InvoiceStatus.ISSUED, now)
-    uow.session.add(note)
-    mails.issued(uow, account, note, now)
-    return note
+    return _issue(uow, account, note, InvoiceStatus.ISSUED, now)
 
 
 def final_of_proforma(
@@ -418,7 +425,7 @@ def final_of_proforma(
     """The final invoice `issue_final` makes when a pro-forma's charge succeeds, with its
     number already taken (`numbering.take_block`, same transaction) and not yet added to the
     session; the bulk payer (worker/bank/settling.py) writes its event and mail."""
-    invoice = _new(
+    return _new(
         account,
         kind=InvoiceKind.FINAL,
         status=InvoiceStatus.ISSUED,
@@ -427,15 +434,14 @@ def final_of_proforma(
         method=method,
         charge_id=charge.id,
         now=now,
+        id=invoice_id,
+        proforma_id=proforma.id,
+        payment_reference=reference,
+        paid_at=now,
+        due_at=None,
+        number=number,
+        issued_at=now,
     )
-    invoice.id = invoice_id
-    invoice.proforma_id = proforma.id
-    invoice.payment_reference = reference
-    invoice.paid_at = now
-    invoice.due_at = None
-    invoice.number = number
-    invoice.issued_at = now
-    return invoice
 
 
 def issue_pending(uow: UnitOfWork, invoice: Invoice, now: datetime) -> bool:
