@@ -16,30 +16,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import time_machine
-from sqlalchemy import select
 
 from config import reset_settings
+from tests.auto_reload import support as s
 from worker.accounts import service as accounts
-from worker.auto_reload import batch, configure
-from worker.auto_reload import sweep as sweeps
+from worker.auto_reload import configure
 from worker.charges import janitor
 from worker.charges import top_up as top_ups
-from worker.charges.models import Charge
 from worker.db.session import unit_of_work
 from worker.kernel import task_names
-from worker.kernel.clock import parse_as_of
-from worker.ledger.models import Account
-from worker.outbox.models import Event, Mail
 from worker.payment_methods import service as payment_methods
 from worker.psp.base import ChargeRequest, ChargeResult, Outcome
 from worker.psp.braintree import BraintreeSandbox
-from worker.psp.sandbox import RemoteSide
 
 pytestmark = pytest.mark.integration  # real PostgreSQL and Redis, tables emptied first
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
-SWEEP = timedelta(minutes=6)
+SWEEP = s.SWEEP
 NEEDS_ACTION = "2099.00"  # the sandbox: processor response 2099, cardholder authentication
 
 
@@ -48,20 +41,6 @@ def _fresh_settings() -> Iterator[None]:
     reset_settings()
     yield
     reset_settings()
-
-
-@pytest.fixture
-def psp_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every charge call that reaches the (stub) PSP, by idempotency key."""
-    calls: list[str] = []
-    real = RemoteSide.charge
-
-    def counting(self: RemoteSide, request: Any) -> Any:
-        calls.append(request.idempotency_key)
-        return real(self, request)
-
-    monkeypatch.setattr(RemoteSide, "charge", counting)
-    return calls
 
 
 def _account(
@@ -88,59 +67,6 @@ def _account(
     return account_id, str(card)
 
 
-def _sweep(at: datetime) -> int:
-    """One beat tick as of `at`, with the reload batches it queued run as a worker would."""
-    sent: list[Any] = []
-    with (
-        time_machine.travel(at, tick=False),
-        unit_of_work(dispatch=lambda n, a, k: sent.append((n, a, k))) as uow,
-    ):
-        due = sweeps.sweep(uow, at)["due"]
-    for name, args, kwargs in sent:
-        assert name == task_names.AUTO_RELOAD_RELOAD_BATCH
-        with time_machine.travel(at, tick=False), unit_of_work() as uow:
-            batch.reload_batch(uow, args[0], parse_as_of(kwargs["as_of"]), budget_seconds=60)
-    return int(due)
-
-
-def _get(account_id: str) -> Account:
-    with unit_of_work() as uow:
-        account = accounts.get(uow.session, account_id)
-        uow.session.expunge(account)
-        return account
-
-
-def _charges(account_id: str) -> list[Charge]:
-    with unit_of_work() as uow:
-        rows = list(
-            uow.session.scalars(
-                select(Charge).where(Charge.account_id == account_id).order_by(Charge.created_at)
-            )
-        )
-        uow.session.expunge_all()
-        return rows
-
-
-def _events(account_id: str, kind: str) -> list[Event]:
-    with unit_of_work() as uow:
-        rows = list(
-            uow.session.scalars(
-                select(Event)
-                .where(Event.account_id == account_id, Event.type == kind)
-                .order_by(Event.occurred_at)
-            )
-        )
-        uow.session.expunge_all()
-        return rows
-
-
-def _mails(account_id: str) -> list[Mail]:
-    with unit_of_work() as uow:
-        rows = list(uow.session.scalars(select(Mail).where(Mail.account_id == account_id)))
-        uow.session.expunge_all()
-        return rows
-
-
 def test_a_top_up_that_needs_the_cardholder_ends_requires_action(psp_calls: list[str]) -> None:
     with unit_of_work() as uow:
         account_id = accounts.create(uow, name="Top-up 3DS", now=T0)["id"]
@@ -158,7 +84,7 @@ def test_a_top_up_that_needs_the_cardholder_ends_requires_action(psp_calls: list
         "Cardholder Authentication Required",
     )
     assert result["completed_at"] is not None  # terminal: nothing more happens to it
-    assert [e.data["code"] for e in _events(account_id, "charge.requires_action")] == ["2099"]
+    assert [e.data["code"] for e in s.events(account_id, "charge.requires_action")] == ["2099"]
     # The same key again is the same charge: never sent twice, never resolved differently.
     with unit_of_work() as uow:
         again = top_ups.top_up(
@@ -168,7 +94,7 @@ def test_a_top_up_that_needs_the_cardholder_ends_requires_action(psp_calls: list
     with unit_of_work() as uow:  # the janitor has nothing to look up
         assert janitor.sync_pending(uow, T0 + timedelta(days=1))["checked"] == 0
     assert psp_calls == ["3ds-top-up-1"]
-    assert _events(account_id, "auto_reload.action_required") == []  # not an auto-reload
+    assert s.events(account_id, "auto_reload.action_required") == []  # not an auto-reload
 
 
 @pytest.mark.parametrize(
@@ -179,14 +105,14 @@ def test_an_auto_reload_that_needs_the_cardholder_pauses_and_mails_once(
     psp_calls: list[str], locale: str, subject_word: str
 ) -> None:
     account_id, card = _account(locale)
-    assert _sweep(T0) == 1
-    [charge] = _charges(account_id)
+    assert s.sweep(T0) == 1
+    [charge] = s.charges(account_id)
     assert (charge.status, charge.decline_code, charge.attempts) == ("requires_action", "2099", 1)
-    account = _get(account_id)
+    account = s.get(account_id)
     assert account.auto_reload_action_required_at == T0
     assert account.auto_reload_enabled  # paused, not turned off: the customer's settings stay
     assert (account.auto_reload_declines, account.auto_reload_backoff_until) == (0, None)
-    [event] = _events(account_id, "auto_reload.action_required")
+    [event] = s.events(account_id, "auto_reload.action_required")
     assert event.data | {"charge_id": None} == {
         "charge_id": None,
         "payment_method_id": card,
@@ -195,7 +121,7 @@ def test_an_auto_reload_that_needs_the_cardholder_pauses_and_mails_once(
         "code": "2099",
         "text": "Cardholder Authentication Required",
     }
-    [mail] = _mails(account_id)
+    [mail] = s.mails(account_id)
     assert mail.kind == "auto_reload.action_required"
     assert mail.recipients == ["billing@example.com"]
     assert subject_word in mail.subject
@@ -203,12 +129,12 @@ def test_an_auto_reload_that_needs_the_cardholder_pauses_and_mails_once(
     assert "2099" in mail.text_body or "Cardholder Authentication Required" in mail.text_body
 
     # Paused: six hours of sweeps, as of every interval, find nothing due and send nothing.
-    assert sum(_sweep(T0 + i * SWEEP) for i in range(1, 61)) == 0
+    assert sum(s.sweep(T0 + i * SWEEP) for i in range(1, 61)) == 0
     with unit_of_work() as uow:
         assert janitor.sync_pending(uow, T0 + timedelta(days=1))["checked"] == 0
     assert len(psp_calls) == 1
-    assert len(_mails(account_id)) == 1
-    shown = accounts.view(_get(account_id))["auto_reload"]
+    assert len(s.mails(account_id)) == 1
+    shown = accounts.view(s.get(account_id))["auto_reload"]
     assert shown["action_required_at"] == "2026-11-20T09:00:00+00:00"
 
 
@@ -228,9 +154,9 @@ def test_a_new_default_method_resumes_the_auto_reload(
         return real_charge(self, request)
 
     monkeypatch.setattr(BraintreeSandbox, "charge", issuer_wants_3ds_for_the_old_card)
-    assert _sweep(T0) == 1
-    assert _get(account_id).auto_reload_action_required_at == T0
-    assert _sweep(T0 + SWEEP) == 0
+    assert s.sweep(T0) == 1
+    assert s.get(account_id).auto_reload_action_required_at == T0
+    assert s.sweep(T0 + SWEEP) == 0
 
     # Adding a card that does not become the default resumes nothing.
     with unit_of_work() as uow:
@@ -238,8 +164,8 @@ def test_a_new_default_method_resumes_the_auto_reload(
             uow, account_id=account_id, psp="paypal", nonce="fake-paypal-billing-agreement-nonce:x",
             now=T0 + SWEEP,
         )  # fmt: skip
-    assert _get(account_id).auto_reload_action_required_at is not None
-    assert _sweep(T0 + 2 * SWEEP) == 0
+    assert s.get(account_id).auto_reload_action_required_at is not None
+    assert s.sweep(T0 + 2 * SWEEP) == 0
 
     # The customer enters the card afresh (an authenticated nonce) as the default.
     sent: list[Any] = []
@@ -252,9 +178,9 @@ def test_a_new_default_method_resumes_the_auto_reload(
             make_default=True,
             now=T0 + 3 * SWEEP,
         )["id"]
-    account = _get(account_id)
+    account = s.get(account_id)
     assert (account.auto_reload_action_required_at, account.auto_reload_method_id) == (None, fresh)
-    [resumed] = _events(account_id, "auto_reload.resumed")
+    [resumed] = s.events(account_id, "auto_reload.resumed")
     assert resumed.data == {
         "reason": "new_default_method",
         "payment_method_id": fresh,
@@ -262,10 +188,10 @@ def test_a_new_default_method_resumes_the_auto_reload(
     }
     # A reload is asked for at once (no wait for the next sweep).
     assert (task_names.AUTO_RELOAD_RELOAD_NOW, (account_id,)) in sent
-    assert _sweep(T0 + 4 * SWEEP) == 1
-    last = _charges(account_id)[-1]
+    assert s.sweep(T0 + 4 * SWEEP) == 1
+    last = s.charges(account_id)[-1]
     assert (last.payment_method_id, last.status, last.amount) == (fresh, "succeeded", 25)
-    assert _get(account_id).balance == 25
+    assert s.get(account_id).balance == 25
     assert len(psp_calls) == 1  # the stub's own table was asked once: for the fresh card
 
 
@@ -283,8 +209,8 @@ def test_the_same_card_entered_again_as_default_resumes_with_its_fresh_token(
         return self.remote.record(request, outcome, f"bt_{uuid.uuid4().hex[:16]}", None, None)
 
     monkeypatch.setattr(BraintreeSandbox, "charge", needs_3ds)
-    assert _sweep(T0) == 1
-    assert _get(account_id).auto_reload_action_required_at == T0
+    assert s.sweep(T0) == 1
+    assert s.get(account_id).auto_reload_action_required_at == T0
     with unit_of_work() as uow:
         again = payment_methods.add(
             uow,
@@ -298,9 +224,9 @@ def test_the_same_card_entered_again_as_default_resumes_with_its_fresh_token(
     with unit_of_work() as uow:
         method = payment_methods.get_active(uow.session, account_id, _card, "m")
         assert (method.fingerprint, method.token != old_token) == (fingerprint, True)
-    assert _get(account_id).auto_reload_action_required_at is None
-    assert _sweep(T0 + 2 * SWEEP) == 1
-    assert _charges(account_id)[-1].status == "succeeded"
+    assert s.get(account_id).auto_reload_action_required_at is None
+    assert s.sweep(T0 + 2 * SWEEP) == 1
+    assert s.charges(account_id)[-1].status == "succeeded"
 
 
 def test_set_default_to_another_method_resumes_and_while_off_clears_the_pause_silently() -> None:
@@ -313,20 +239,20 @@ def test_set_default_to_another_method_resumes_and_while_off_clears_the_pause_si
             nonce=f"fake-paypal-billing-agreement-nonce:{uuid.uuid4().hex}",
             now=T0,
         )["id"]
-    assert _sweep(T0) == 1
-    assert _get(account_id).auto_reload_action_required_at == T0
+    assert s.sweep(T0) == 1
+    assert s.get(account_id).auto_reload_action_required_at == T0
     with unit_of_work() as uow:
         payment_methods.set_default(uow, account_id=account_id, method_id=paypal, now=T0)
-    account = _get(account_id)
+    account = s.get(account_id)
     assert (account.auto_reload_action_required_at, account.auto_reload_method_id) == (None, paypal)
-    assert len(_events(account_id, "auto_reload.resumed")) == 1
+    assert len(s.events(account_id, "auto_reload.resumed")) == 1
 
     # Paused again (the same sandbox amount), then auto-reload is turned off.
-    assert _sweep(T0 + SWEEP) == 1
-    assert _get(account_id).auto_reload_action_required_at == T0 + SWEEP
+    assert s.sweep(T0 + SWEEP) == 1
+    assert s.get(account_id).auto_reload_action_required_at == T0 + SWEEP
     with unit_of_work() as uow:
         configure.turn_off(uow, account_id=account_id, now=T0 + 2 * SWEEP)
     with unit_of_work() as uow:  # a default added while off clears the pause, says nothing
         payment_methods.set_default(uow, account_id=account_id, method_id=card, now=T0)
-    assert _get(account_id).auto_reload_action_required_at is None
-    assert len(_events(account_id, "auto_reload.resumed")) == 1
+    assert s.get(account_id).auto_reload_action_required_at is None
+    assert len(s.events(account_id, "auto_reload.resumed")) == 1

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from config import get_settings
+from tests.auto_reload import support as s
 from tests.fleet_support import Fleet, wait_for
 from worker.accounts import service as accounts
 from worker.auto_reload import configure
@@ -25,18 +26,7 @@ from worker.psp.sandbox import RemoteSide
 
 pytestmark = pytest.mark.fleet
 
-SWEEP = timedelta(minutes=6)
-
-
-def _charges(account_id: str) -> list[Charge]:
-    with unit_of_work() as uow:
-        rows = list(
-            uow.session.scalars(
-                select(Charge).where(Charge.account_id == account_id).order_by(Charge.created_at)
-            )
-        )
-        uow.session.expunge_all()
-        return rows
+SWEEP = s.SWEEP
 
 
 def _count(model: Any, account_id: str, kind: str) -> int:
@@ -84,7 +74,7 @@ def test_a_reload_needing_the_cardholder_pauses_once_and_a_new_default_resumes_i
     ]
     assert sorted(int(r.get(timeout=30)["due"]) for r in first) in ([0, 1], [1, 1])
     wait_for(
-        lambda: [c.status for c in _charges(account_id)] == ["requires_action"],
+        lambda: [c.status for c in s.charges(account_id)] == ["requires_action"],
         30,
         "the reload to need the cardholder",
     )
@@ -93,7 +83,7 @@ def test_a_reload_needing_the_cardholder_pauses_once_and_a_new_default_resumes_i
         at = (t0 + i * SWEEP).isoformat()
         result = app.send_task("balance.auto_reload.sweep", kwargs={"as_of": at})
         assert int(result.get(timeout=30)["due"]) == 0
-    [charge] = _charges(account_id)
+    [charge] = s.charges(account_id)
     assert (charge.payment_method_id, charge.attempts, charge.decline_code) == (card, 1, "2099")
     remote = RemoteSide(get_settings(), "braintree")
     assert remote.count(charge.idempotency_key) == 1
@@ -113,7 +103,7 @@ def test_a_reload_needing_the_cardholder_pauses_once_and_a_new_default_resumes_i
         )["id"]
 
     def resumed() -> list[Charge]:  # made at the real time: before t0, the replayed sweeps'
-        return [c for c in _charges(account_id) if c.id != charge.id]
+        return [c for c in s.charges(account_id) if c.id != charge.id]
 
     wait_for(lambda: [c.status for c in resumed()] == ["requires_action"], 30, "the resumed reload")
     assert resumed()[0].payment_method_id == fresh

@@ -17,20 +17,16 @@ import time_machine
 from sqlalchemy import func, select
 
 from config import reset_settings
+from tests.auto_reload import support as s
 from worker.accounts import service as accounts
 from worker.auto_reload import batch, configure, policy
-from worker.auto_reload import sweep as sweeps
 from worker.charges import engine as charges
 from worker.charges import janitor
 from worker.charges import top_up as top_ups
-from worker.charges.models import Charge
 from worker.db.session import unit_of_work
-from worker.kernel import task_names
-from worker.kernel.clock import parse_as_of
 from worker.ledger import adjustments
 from worker.ledger import service as ledger
-from worker.ledger.models import Account
-from worker.outbox.models import Event, Mail
+from worker.outbox.models import Event
 from worker.payment_methods import service as payment_methods
 from worker.psp.base import ChargeResult, Outcome
 from worker.psp.errors import TransportError
@@ -39,7 +35,7 @@ from worker.psp.sandbox import RemoteSide
 pytestmark = pytest.mark.integration  # real PostgreSQL and Redis, tables emptied first
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
-SWEEP = timedelta(minutes=6)  # AUTO_RELOAD_INTERVAL
+SWEEP = s.SWEEP
 SOFT = "3000.50"  # Braintree sandbox: processor unavailable, not_attempted, code 3000
 
 
@@ -48,20 +44,6 @@ def _fresh_settings() -> Iterator[None]:
     reset_settings()
     yield
     reset_settings()
-
-
-@pytest.fixture
-def psp_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every charge call that reaches the (stub) PSP, by idempotency key."""
-    calls: list[str] = []
-    real = RemoteSide.charge
-
-    def counting(self: RemoteSide, request: Any) -> Any:
-        calls.append(request.idempotency_key)
-        return real(self, request)
-
-    monkeypatch.setattr(RemoteSide, "charge", counting)
-    return calls
 
 
 def _account(amount: str = SOFT, balance: str = "0", locale: str = "en") -> str:
@@ -85,73 +67,15 @@ def _account(amount: str = SOFT, balance: str = "0", locale: str = "en") -> str:
     return str(account_id)
 
 
-def _sweep(at: datetime) -> int:
-    """One beat tick: the sweep as of `at`, then the reload batches it queued, each run as a
-    worker would run the message, with the real clock at `at` too. Returns `due`."""
-    sent: list[Any] = []
-    with (
-        time_machine.travel(at, tick=False),
-        unit_of_work(dispatch=lambda n, a, k: sent.append((n, a, k))) as uow,
-    ):
-        due = sweeps.sweep(uow, at)["due"]
-    for name, args, kwargs in sent:
-        assert name == task_names.AUTO_RELOAD_RELOAD_BATCH
-        with time_machine.travel(at, tick=False), unit_of_work() as uow:
-            batch.reload_batch(uow, args[0], parse_as_of(kwargs["as_of"]), budget_seconds=60)
-    return int(due)
-
-
 def _sweeps(start: datetime, end: datetime) -> list[datetime]:
     """Sweep every AUTO_RELOAD_INTERVAL from `start` to `end` inclusive; the due moments."""
     due: list[datetime] = []
     at = start
     while at <= end:
-        if _sweep(at):
+        if s.sweep(at):
             due.append(at)
         at += SWEEP
     return due
-
-
-def _get(account_id: str) -> Account:
-    with unit_of_work() as uow:
-        account = accounts.get(uow.session, account_id)
-        uow.session.expunge(account)
-        return account
-
-
-def _charges(account_id: str) -> list[Charge]:
-    with unit_of_work() as uow:
-        rows = list(
-            uow.session.scalars(
-                select(Charge).where(Charge.account_id == account_id).order_by(Charge.created_at)
-            )
-        )
-        uow.session.expunge_all()
-        return rows
-
-
-def _events(type_: str, account_id: str) -> list[Event]:
-    with unit_of_work() as uow:
-        rows = list(
-            uow.session.scalars(
-                select(Event)
-                .where(Event.type == type_, Event.account_id == account_id)
-                .order_by(Event.occurred_at)
-            )
-        )
-        uow.session.expunge_all()
-        return rows
-
-
-def _mails(account_id: str, kind: str = "auto_reload.failing") -> list[Mail]:
-    with unit_of_work() as uow:
-        rows = list(
-            uow.session.scalars(
-                select(Mail).where(Mail.account_id == account_id, Mail.kind == kind)
-            )
-        )
-        uow.session.expunge_all()
-        return rows
 
 
 def _exhaust_one(start: datetime) -> datetime:
@@ -159,7 +83,7 @@ def _exhaust_one(start: datetime) -> datetime:
     sweep and AUTO_RELOAD_SOFT_RETRIES more, one interval apart); the moment it failed."""
     at = start
     for _ in range(4):  # AUTO_RELOAD_SOFT_RETRIES = 3: four PSP attempts, then failed
-        assert _sweep(at) == 1, at
+        assert s.sweep(at) == 1, at
         at += SWEEP
     return at - SWEEP
 
@@ -174,7 +98,7 @@ def test_two_hours_of_sweeps_on_a_soft_failing_reload_amount_are_bounded(
     account_id = _account()
     due = _sweeps(T0, T0 + timedelta(hours=2))
 
-    made = _charges(account_id)
+    made = s.charges(account_id)
     # Charge 1: attempts at 0, 6, 12, 18 min, then failed: back-off 1 h. Charge 2: 78-96 min,
     # then back-off 2 h, past the end of the two hours.
     assert len(made) == 2
@@ -182,19 +106,19 @@ def test_two_hours_of_sweeps_on_a_soft_failing_reload_amount_are_bounded(
     assert [c.attempts for c in made] == [4, 4]
     assert len(psp_calls) == 8 == sum(c.attempts for c in made)
     assert [int((at - T0) / SWEEP) for at in due] == [0, 1, 2, 3, 13, 14, 15, 16]
-    account = _get(account_id)
+    account = s.get(account_id)
     assert account.auto_reload_soft_failures == 2
     assert account.auto_reload_backoff_until == T0 + timedelta(minutes=96, hours=2)
     assert account.auto_reload_enabled is True  # soft failures never turn it off
     assert account.auto_reload_declines == 0
-    assert _events("auto_reload.failing", account_id) == []  # 2 in a row: not yet
+    assert s.events(account_id, "auto_reload.failing") == []  # 2 in a row: not yet
     # The first day: charges from 0, 78, 216, 474 and 972 min (back-offs 1, 2, 4, 8, 16 h
     # after each one's 18 minutes of retries); the sixth waits until 1950 min.
     _sweeps(T0 + timedelta(hours=2, minutes=6), T0 + timedelta(hours=24))
-    made = _charges(account_id)
+    made = s.charges(account_id)
     assert [int((c.created_at - T0).total_seconds()) // 60 for c in made] == [0, 78, 216, 474, 972]
     assert len(psp_calls) == 20
-    assert _get(account_id).auto_reload_backoff_until == T0 + timedelta(minutes=990 + 16 * 60)
+    assert s.get(account_id).auto_reload_backoff_until == T0 + timedelta(minutes=990 + 16 * 60)
 
 
 def test_the_back_off_doubles_per_charge_in_a_row_up_to_a_day_and_one_mail_per_streak(
@@ -205,34 +129,34 @@ def test_the_back_off_doubles_per_charge_in_a_row_up_to_a_day_and_one_mail_per_s
     expected_hours = [1, 2, 4, 8, 16, 24, 24]
     for n, hours in enumerate(expected_hours, start=1):
         failed_at = _exhaust_one(at)
-        account = _get(account_id)
+        account = s.get(account_id)
         assert account.auto_reload_soft_failures == n
         until = failed_at + timedelta(hours=hours)
         assert account.auto_reload_backoff_until == until
         # Backing off: due neither for the sweep nor for an on-debit reload, until it ends.
-        assert _sweep(until - timedelta(minutes=1)) == 0
+        assert s.sweep(until - timedelta(minutes=1)) == 0
         with unit_of_work() as uow:
             skipped = batch.reload(uow, account_id, until - timedelta(minutes=1))
         assert (skipped["status"], skipped["reason"]) == ("skipped", "backoff")
-        failing = next(iter(_events("auto_reload.failing", account_id)), None)
+        failing = next(iter(s.events(account_id, "auto_reload.failing")), None)
         if n < 3:
-            assert failing is None and _mails(account_id) == []
+            assert failing is None and s.mails(account_id, "auto_reload.failing") == []
         else:  # the third in a row tells the customer, once for the streak
             assert failing is not None
-            assert len(_events("auto_reload.failing", account_id)) == 1
+            assert len(s.events(account_id, "auto_reload.failing")) == 1
             assert failing.data["failures"] == 3
             assert failing.data["code"] == "3000"
             assert failing.data["amount"] == "3000.50"
-            [mail] = _mails(account_id)
+            [mail] = s.mails(account_id, "auto_reload.failing")
             assert mail.recipients == ["billing@example.com"]
             assert "3 回連続で処理されませんでした" in mail.text_body  # the account's locale
             assert "€3,000.50" in mail.text_body
         at = until
     assert len(psp_calls) == 4 * len(expected_hours)
-    account = _get(account_id)
+    account = s.get(account_id)
     assert account.auto_reload_enabled is True
     assert account.auto_reload_declines == 0
-    assert _events("auto_reload.disabled", account_id) == []
+    assert s.events(account_id, "auto_reload.disabled") == []
 
 
 def test_a_success_ends_the_streak_and_the_next_streak_is_told_again() -> None:
@@ -240,8 +164,8 @@ def test_a_success_ends_the_streak_and_the_next_streak_is_told_again() -> None:
     at = T0
     for _ in range(3):
         at = _exhaust_one(at) + timedelta(days=1)
-    assert len(_mails(account_id)) == 1
-    failing_at = _get(account_id).auto_reload_failing_at
+    assert len(s.mails(account_id, "auto_reload.failing")) == 1
+    failing_at = s.get(account_id).auto_reload_failing_at
     assert failing_at is not None
 
     # Any charge that succeeds ends the streak and the back-off: here a manual top-up.
@@ -250,21 +174,21 @@ def test_a_success_ends_the_streak_and_the_next_streak_is_told_again() -> None:
             uow, account_id=account_id, amount="5.00", idempotency_key="manual", now_fn=lambda: at
         )
     assert result["status"] == "succeeded"
-    account = _get(account_id)
+    account = s.get(account_id)
     assert (account.auto_reload_soft_failures, account.auto_reload_failing_at) == (0, None)
     assert account.auto_reload_backoff_until is None
 
     # Still below the threshold (5 < 10): due at the next sweep, and a new streak begins
     # with the shortest back-off again.
     failed_at = _exhaust_one(at + SWEEP)
-    assert _get(account_id).auto_reload_backoff_until == failed_at + timedelta(hours=1)
-    assert len(_mails(account_id)) == 1
+    assert s.get(account_id).auto_reload_backoff_until == failed_at + timedelta(hours=1)
+    assert len(s.mails(account_id, "auto_reload.failing")) == 1
     for _ in range(2):
-        failed_at = _exhaust_one(_get(account_id).auto_reload_backoff_until or at)
-    assert _get(account_id).auto_reload_soft_failures == 3
-    mails = _mails(account_id)
+        failed_at = _exhaust_one(s.get(account_id).auto_reload_backoff_until or at)
+    assert s.get(account_id).auto_reload_soft_failures == 3
+    mails = s.mails(account_id, "auto_reload.failing")
     assert len(mails) == 2  # one per streak
-    assert len(_events("auto_reload.failing", account_id)) == 2
+    assert len(s.events(account_id, "auto_reload.failing")) == 2
 
 
 def test_soft_failures_never_count_toward_the_decline_rule(
@@ -278,13 +202,13 @@ def test_soft_failures_never_count_toward_the_decline_rule(
     ids = [_account() for _ in range(5)]
     at = T0
     for n in range(1, 4):
-        assert _sweep(at) == 5  # the outage: every account's reload fails softly
+        assert s.sweep(at) == 5  # the outage: every account's reload fails softly
         for account_id in ids:
-            account = _get(account_id)
+            account = s.get(account_id)
             assert account.auto_reload_enabled is True
             assert account.auto_reload_declines == 0
             assert account.auto_reload_soft_failures == n
-        at = (_get(ids[0]).auto_reload_backoff_until or at) + timedelta(seconds=1)
+        at = (s.get(ids[0]).auto_reload_backoff_until or at) + timedelta(seconds=1)
     with unit_of_work() as uow:
         disabled = uow.session.scalar(
             select(func.count()).select_from(Event).where(Event.type == "auto_reload.disabled")
@@ -293,7 +217,7 @@ def test_soft_failures_never_count_toward_the_decline_rule(
             select(func.count()).select_from(Event).where(Event.type == "auto_reload.failing")
         )
     assert (disabled, failing) == (0, 5)  # each account told once, none turned off
-    assert all(len(_mails(i)) == 1 for i in ids)
+    assert all(len(s.mails(i, "auto_reload.failing")) == 1 for i in ids)
 
 
 def test_a_decline_in_between_neither_ends_nor_extends_the_soft_streak() -> None:
@@ -315,18 +239,18 @@ def test_a_decline_in_between_neither_ends_nor_extends_the_soft_streak() -> None
             adjustments.adjust(uow, account_id=account_id, amount=amount, reason="x", now=at)
 
     failed_at = _exhaust_one(T0)
-    assert _get(account_id).auto_reload_soft_failures == 1
+    assert s.get(account_id).auto_reload_soft_failures == 1
     at = failed_at + timedelta(hours=1)
     move_balance("1000.50", at)
-    assert _sweep(at) == 1
-    [*_, declined] = _charges(account_id)
+    assert s.sweep(at) == 1
+    [*_, declined] = s.charges(account_id)
     assert (declined.amount, declined.status) == (Decimal("2000.50"), "declined")
-    account = _get(account_id)
+    account = s.get(account_id)
     assert (account.auto_reload_declines, account.auto_reload_soft_failures) == (1, 1)
     assert account.auto_reload_backoff_until == at + timedelta(hours=1)  # AUTO_RELOAD_BACKOFF
     move_balance("-1000.50", at)
     failed_at = _exhaust_one(at + timedelta(hours=1))
-    account = _get(account_id)
+    account = s.get(account_id)
     assert (account.auto_reload_declines, account.auto_reload_soft_failures) == (1, 2)
     assert account.auto_reload_backoff_until == failed_at + timedelta(hours=2)  # doubled
 
@@ -335,13 +259,13 @@ def test_a_new_setting_starts_afresh() -> None:
     """`auto-reload set` again (what the mail asks for) ends the streak and its back-off."""
     account_id = _account()
     at = _exhaust_one(T0)
-    assert _get(account_id).auto_reload_soft_failures == 1
+    assert s.get(account_id).auto_reload_soft_failures == 1
     with unit_of_work() as uow:
         configure.configure(uow, account_id=account_id, threshold="10", amount="20", now=at)
-    account = _get(account_id)
+    account = s.get(account_id)
     assert (account.auto_reload_soft_failures, account.auto_reload_backoff_until) == (0, None)
-    assert _sweep(at + SWEEP) == 1
-    assert _get(account_id).balance == Decimal("20.00")
+    assert s.sweep(at + SWEEP) == 1
+    assert s.get(account_id).balance == Decimal("20.00")
 
 
 def test_a_reload_used_up_after_auto_reload_was_turned_off_tells_nobody_it_goes_on(
@@ -369,9 +293,9 @@ def test_a_reload_used_up_after_auto_reload_was_turned_off_tells_nobody_it_goes_
     with time_machine.travel(T0, tick=False), unit_of_work() as uow:
         answer = ChargeResult(Outcome.NOT_ATTEMPTED, None, "3000", "Processor Unavailable")
         assert charges.apply(uow, charge_id, answer, T0).status == "failed"
-    assert _get(account_id).auto_reload_soft_failures == 1
-    assert _events("auto_reload.failing", account_id) == []
-    assert _mails(account_id) == []
+    assert s.get(account_id).auto_reload_soft_failures == 1
+    assert s.events(account_id, "auto_reload.failing") == []
+    assert s.mails(account_id, "auto_reload.failing") == []
 
 
 # --- the back-off's arithmetic and its settings ------------------------------------------------
@@ -401,7 +325,7 @@ def test_money_stays_where_it_was() -> None:
     """Nothing was charged, nothing credited: the balance and the ledger never moved."""
     account_id = _account(balance="2.50")
     _sweeps(T0, T0 + timedelta(hours=2))
-    assert _get(account_id).balance == Decimal("2.50")
+    assert s.get(account_id).balance == Decimal("2.50")
     with unit_of_work() as uow:
         assert ledger.audit(uow.session)["ok"]
 
@@ -426,17 +350,17 @@ def test_a_psp_that_never_records_the_charge_is_backed_off_too(
     at = T0
     end = T0 + timedelta(hours=2)
     while at <= end:
-        _sweep(at)
+        s.sweep(at)
         with time_machine.travel(at, tick=False), unit_of_work() as uow:
             janitor.sync_pending(uow, at)  # beat runs it every minute; each tick is enough
         at += SWEEP
-    made = _charges(account_id)
+    made = s.charges(account_id)
     assert [c.decline_code for c in made] == ["not_received"] * len(made)
     # Charge 1 at 0 min, closed at 6 (its lease over), back-off 1 h; charge 2 at 66, closed
     # at 72, back-off 2 h: past the end. Before: a charge every 12 minutes, 11 in two hours.
     assert [int((c.created_at - T0).total_seconds()) // 60 for c in made] == [0, 66]
     assert len(calls) == 2
-    account = _get(account_id)
+    account = s.get(account_id)
     assert account.auto_reload_soft_failures == 2
     assert account.auto_reload_declines == 0 and account.auto_reload_enabled is True
 
@@ -455,14 +379,14 @@ def test_a_retry_superseded_by_a_new_balance_is_not_counted() -> None:
         )
     with unit_of_work() as uow:
         configure.configure(uow, account_id=account_id, threshold="2001", amount="1000.25", now=T0)
-    assert _sweep(T0) == 1
+    assert s.sweep(T0) == 1
     with unit_of_work() as uow:
         adjustments.adjust(uow, account_id=account_id, amount="1000.50", reason="x", now=T0)
-    assert _sweep(T0 + SWEEP) == 1
-    first, second = _charges(account_id)
+    assert s.sweep(T0 + SWEEP) == 1
+    first, second = s.charges(account_id)
     assert (first.status, first.decline_code) == ("failed", "superseded")
     assert (second.amount, second.status) == (Decimal("2000.50"), "declined")
-    account = _get(account_id)
+    account = s.get(account_id)
     assert (account.auto_reload_soft_failures, account.auto_reload_declines) == (0, 1)
 
 
@@ -481,5 +405,5 @@ def test_closing_a_charge_without_the_close_hooks_fails_loudly(
     missing = pytest.raises(RuntimeError, match="close hooks not installed: auto_reload")
     with missing, unit_of_work() as uow:
         charges.fail(uow, charges.lock(uow.session, charge_id), "x", "y", T0)
-    [charge] = _charges(account_id)
+    [charge] = s.charges(account_id)
     assert charge.status == "processing"  # nothing written

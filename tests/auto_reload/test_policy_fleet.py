@@ -9,38 +9,19 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from tests.auto_reload import support as s
 from tests.fleet_support import Fleet, wait_for
 from worker.accounts import service as accounts
 from worker.auto_reload import configure
 from worker.celery import app
-from worker.charges.models import Charge
 from worker.db.session import unit_of_work
 from worker.kernel.clock import now
-from worker.ledger.models import Account
 from worker.outbox.models import Event, Mail
 from worker.payment_methods import service as payment_methods
 
 pytestmark = pytest.mark.fleet
 
-SWEEP = timedelta(minutes=6)
-
-
-def _charges(account_id: str) -> list[Charge]:
-    with unit_of_work() as uow:
-        rows = list(
-            uow.session.scalars(
-                select(Charge).where(Charge.account_id == account_id).order_by(Charge.created_at)
-            )
-        )
-        uow.session.expunge_all()
-        return rows
-
-
-def _account(account_id: str) -> Account:
-    with unit_of_work() as uow:
-        account = accounts.get(uow.session, account_id)
-        uow.session.expunge(account)
-        return account
+SWEEP = s.SWEEP
 
 
 def test_sweeps_on_a_soft_failing_amount_back_off_and_tell_the_customer_once(
@@ -73,7 +54,7 @@ def test_sweeps_on_a_soft_failing_amount_back_off_and_tell_the_customer_once(
             attempts += 1
 
             def recorded() -> bool:
-                made = _charges(account_id)
+                made = s.charges(account_id)
                 return sum(c.attempts for c in made) == attempts and all(
                     c.status != "processing" for c in made
                 )
@@ -84,9 +65,9 @@ def test_sweeps_on_a_soft_failing_amount_back_off_and_tell_the_customer_once(
     t0 = now() + timedelta(minutes=1)
     due = [at for at in (t0 + i * SWEEP for i in range(21)) if tick(at)]  # two hours
     assert [int((at - t0) / SWEEP) for at in due] == [0, 1, 2, 3, 13, 14, 15, 16]
-    made = _charges(account_id)
+    made = s.charges(account_id)
     assert [(c.status, c.attempts) for c in made] == [("failed", 4), ("failed", 4)]
-    account = _account(account_id)
+    account = s.get(account_id)
     assert account.auto_reload_backoff_until == t0 + timedelta(minutes=96, hours=2)
     assert (account.auto_reload_enabled, account.auto_reload_declines) == (True, 0)
 
@@ -107,5 +88,5 @@ def test_sweeps_on_a_soft_failing_amount_back_off_and_tell_the_customer_once(
         mails = list(uow.session.scalars(select(Mail).where(Mail.account_id == account_id)))
         assert [e.data["failures"] for e in failing] == [3]
         assert [m.kind for m in mails] == ["auto_reload.failing"]
-    assert _account(account_id).auto_reload_backoff_until == resume + 3 * SWEEP + timedelta(hours=4)
+    assert s.get(account_id).auto_reload_backoff_until == resume + 3 * SWEEP + timedelta(hours=4)
     assert attempts == 12
