@@ -25,7 +25,6 @@ Thresholds 10 / 25 / 100, EUR / GBP / USD, locales en / ja / zh, one or two addr
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import platform
 import statistics
@@ -36,10 +35,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import common  # bench/common.py: the benchmarks run as `python bench/<name>.py`
+
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 DB_NAME = "bw_bench_alerts"
-DB_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DB_NAME}"
+DB_URL = common.db_url(DB_NAME)
 LOG_FILE = "/tmp/bench_alerts.log"
 TARGET_SELECT_MS = 50.0
 
@@ -55,34 +55,10 @@ STATE = "CASE WHEN g %% 100 = 1 OR g %% 1000 = 4 THEN 'sent' ELSE 'armed' END"
 SENT_AT = "CASE WHEN g %% 100 = 1 OR g %% 1000 = 4 THEN %(sent)s END"
 
 
-def setup_env() -> None:
-    """Point every worker module at the bench database before any of them is imported."""
-    os.environ["DATABASE_URL"] = DB_URL
-    os.environ["BROKER_URL"] = "redis://127.0.0.1:6379/13"  # never used: no dispatch
-    os.environ["RESULT_BACKEND"] = os.environ["BROKER_URL"]
-    os.environ.pop("SMTP_HOST", None)
-    sys.path.insert(0, str(ROOT))
-    from config import reset_settings
-
-    reset_settings()
-    from config import get_settings
-
-    url = get_settings().effective_database_url
-    if not url.endswith(f"/{DB_NAME}"):
-        raise SystemExit(f"refusing to run: DATABASE_URL resolved to {url}")
-
-
 def build(n: int) -> None:
     import psycopg
 
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
-    from worker.db.migrate import upgrade
-    from worker.db.session import dispose_engine
-
-    upgrade()
-    dispose_engine()
+    common.fresh_database(DB_NAME)
     at = datetime.now(UTC)
     with psycopg.connect(DB_URL.replace("+psycopg", ""), autocommit=True) as conn:
         conn.execute(
@@ -260,32 +236,13 @@ def outcome() -> dict[str, int]:
     return dict(zip(keys, (int(v) for v in row), strict=True))
 
 
-def pg_version() -> str:
-    import psycopg
-
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    return str(row[0]).split()[0] if row else "?"
-
-
-def quiet_logs() -> None:
-    """One WARNING per fired alert is part of the scan's cost: write it to a file, not here."""
-    handler = logging.FileHandler(LOG_FILE, mode="w")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    for name in ("worker", "alembic"):
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--accounts", type=int, default=1_000_000)
     parser.add_argument("--skip-build", action="store_true", help="reuse bw_bench_alerts")
     args = parser.parse_args()
-    setup_env()
-    quiet_logs()
+    common.point_at(DB_NAME)
+    common.quiet_logs(LOG_FILE)
     from config import get_settings
 
     batch = get_settings().alert_batch_size
@@ -366,7 +323,7 @@ def main() -> int:
     print(
         f"\nalert-scan benchmark, {datetime.now(UTC):%Y-%m-%d}, {platform.node()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"PostgreSQL {pg_version()}, ALERT_BATCH_SIZE {batch}, no SMTP, no broker"
+        f"PostgreSQL {common.pg_version()}, ALERT_BATCH_SIZE {batch}, no SMTP, no broker"
     )
     print(
         f"fleet: {fleet['accounts']:,} accounts, {due:,} due (armed, below); not due: "

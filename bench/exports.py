@@ -35,40 +35,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import common  # bench/common.py: the benchmarks run as `python bench/<name>.py`
+
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 DB_NAME = "bw_bench_exports"
-DB_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DB_NAME}"
-PLAIN_DSN = DB_URL.replace("+psycopg", "")
+DB_URL = common.db_url(DB_NAME)
+PLAIN_DSN = common.plain_dsn(DB_NAME)
 ACCOUNT = "acc_bench_export"
 START = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def setup_env() -> None:
-    os.environ["DATABASE_URL"] = DB_URL
-    os.environ["BROKER_URL"] = "redis://127.0.0.1:6379/13"  # never used: no dispatch
-    os.environ["RESULT_BACKEND"] = os.environ["BROKER_URL"]
-    os.environ.pop("SMTP_HOST", None)
-    sys.path.insert(0, str(ROOT))
-    from config import get_settings, reset_settings
-
-    reset_settings()
-    url = get_settings().effective_database_url
-    if not url.endswith(f"/{DB_NAME}"):
-        raise SystemExit(f"refusing to run: DATABASE_URL resolved to {url}")
 
 
 def build(n: int) -> None:
     import psycopg
 
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
-    from worker.db.migrate import upgrade
-    from worker.db.session import dispose_engine
-
-    upgrade()
-    dispose_engine()
+    common.fresh_database(DB_NAME)
     days = n // 1440 + 2
     with psycopg.connect(PLAIN_DSN, autocommit=True) as conn:
         conn.execute(
@@ -126,7 +106,7 @@ def build(n: int) -> None:
 
 def child(measure: str, rows: int, out_dir: str) -> dict[str, Any]:
     """One measure in this (fresh) process; returns its time, rows and peak memory."""
-    setup_env()
+    common.point_at(DB_NAME)
     until = None
     if measure.endswith("-tenth"):
         last = START + timedelta(minutes=rows // 10)
@@ -190,7 +170,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.rows, args.out)))
         return
-    setup_env()
+    common.point_at(DB_NAME)
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")  # fmt: skip
     if not args.skip_build:

@@ -18,7 +18,6 @@ accounts) have their renewal due, and a tenth of those accounts cannot pay it. P
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import platform
 import statistics
@@ -28,11 +27,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import common  # bench/common.py: the benchmarks run as `python bench/<name>.py`
+
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 DB_NAME = "bw_bench_fees"
-DB_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DB_NAME}"
-PLAIN_DSN = DB_URL.replace("+psycopg", "")
+DB_URL = common.db_url(DB_NAME)
+PLAIN_DSN = common.plain_dsn(DB_NAME)
 LOG_FILE = "/tmp/bench_fees.log"
 PER_ACCOUNT = 5
 # Number h (1..N) belongs to account g = (h - 1) / 5 + 1; h % 100 = 1 is due (one number on
@@ -41,31 +41,10 @@ DUE = "h %% 100 = 1"  # written for parameterised statements: %% is a literal %
 POOR = "g %% 200 = 1"
 
 
-def setup_env() -> None:
-    os.environ["DATABASE_URL"] = DB_URL
-    os.environ["BROKER_URL"] = "redis://127.0.0.1:6379/13"  # never used: no dispatch
-    os.environ["RESULT_BACKEND"] = os.environ["BROKER_URL"]
-    os.environ.pop("SMTP_HOST", None)
-    sys.path.insert(0, str(ROOT))
-    from config import get_settings, reset_settings
-
-    reset_settings()
-    url = get_settings().effective_database_url
-    if not url.endswith(f"/{DB_NAME}"):
-        raise SystemExit(f"refusing to run: DATABASE_URL resolved to {url}")
-
-
 def build(n: int, as_of: datetime) -> None:
     import psycopg
 
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
-    from worker.db.migrate import upgrade
-    from worker.db.session import dispose_engine
-
-    upgrade()
-    dispose_engine()
+    common.fresh_database(DB_NAME)
     accounts = n // PER_ACCOUNT
     params = {"a": accounts, "n": n, "at": as_of, "created": as_of - timedelta(days=40)}
     with psycopg.connect(PLAIN_DSN, autocommit=True) as conn:
@@ -219,37 +198,12 @@ def outcome() -> dict[str, int]:
     return dict(zip(keys, (int(v) for v in row), strict=True))
 
 
-def audit_ok() -> bool:
-    from worker.db.session import unit_of_work
-    from worker.ledger import service as ledger
-
-    with unit_of_work() as uow:
-        return bool(ledger.audit(uow.session)["ok"])
-
-
-def pg_version() -> str:
-    import psycopg
-
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    return str(row[0]).split()[0] if row else "?"
-
-
-def quiet_logs() -> None:
-    handler = logging.FileHandler(LOG_FILE, mode="w")
-    for name in ("worker", "alembic"):
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--numbers", type=int, default=1_000_000)
     args = parser.parse_args()
-    setup_env()
-    quiet_logs()
+    common.point_at(DB_NAME)
+    common.quiet_logs(LOG_FILE)
     from config import get_settings
 
     as_of = datetime.now(UTC).replace(microsecond=0)
@@ -263,7 +217,7 @@ def main() -> int:
     first_s, first = run_collect(as_of)
     second_s, second = run_collect(as_of)
     out = outcome()
-    audited = audit_ok()
+    audited = common.audit_ok()
     paid = int(first["paid"])
     opening = args.numbers  # period 0 of every number is not booked by the bench build
     checks = {
@@ -308,7 +262,7 @@ def main() -> int:
     print(
         f"\nfee renewal benchmark, {datetime.now(UTC):%Y-%m-%d}, {platform.node()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, PostgreSQL "
-        f"{pg_version()}, in-process, no broker, no SMTP, load average "
+        f"{common.pg_version()}, in-process, no broker, no SMTP, load average "
         f"{os.getloadavg()[0]:.1f} at the end"
     )
     print(

@@ -31,24 +31,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import common  # bench/common.py: the benchmarks run as `python bench/<name>.py`
+
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 DB_NAME = "bw_bench_recon"
-DB_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DB_NAME}"
+DB_URL = common.db_url(DB_NAME)
 BATCH = 200
-
-
-def setup_env() -> None:
-    os.environ["DATABASE_URL"] = DB_URL
-    os.environ["BROKER_URL"] = "redis://127.0.0.1:6379/13"  # never used: no dispatch
-    os.environ["RESULT_BACKEND"] = os.environ["BROKER_URL"]
-    os.environ.pop("SMTP_HOST", None)
-    sys.path.insert(0, str(ROOT))
-    from config import get_settings, reset_settings
-
-    reset_settings()
-    if not get_settings().effective_database_url.endswith(f"/{DB_NAME}"):
-        raise SystemExit("refusing to run: DATABASE_URL is not the bench database")
 
 
 def build(n: int) -> list[str]:
@@ -57,14 +45,7 @@ def build(n: int) -> list[str]:
 
     from worker.kernel.bank_settings import new_creditor_reference
 
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
-    from worker.db.migrate import upgrade
-    from worker.db.session import dispose_engine
-
-    upgrade()
-    dispose_engine()
+    common.fresh_database(DB_NAME)
     at = datetime.now(UTC)
     refs = [new_creditor_reference() for _ in range(n)]
     year = at.year
@@ -213,7 +194,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--transfers", type=int, default=100_000)
     args = parser.parse_args()
-    setup_env()
+    common.point_at(DB_NAME)
     import logging
 
     logging.basicConfig(level=logging.WARNING)
