@@ -6,7 +6,10 @@
 - the anchor: the same durable debit written by plain psycopg, per row (lock the account row,
   insert the transaction and its two postings, update the balance, commit), 4 connections;
 - p50/p99 from `submit` to result through `worker.client.DebitBatcher` at 2,000 debits/s offered;
-- `audit` after every run (cached balances equal their postings, every transaction sums to 0).
+- `audit` after every run (cached balances equal their postings, every transaction sums to 0);
+- where the CPU goes (Linux): ms of CPU per message for the no-op task and the single `debit`
+  over 1,000 accounts, by process (this bench's producer, the workers' parents and their
+  prefork children, PostgreSQL, Redis), read from /proc before and after each run.
 
     python bench/debits.py            # under a minute on 2 idle cores, ~3 loaded
     python bench/debits.py --quick    # half the work
@@ -166,6 +169,67 @@ def timed_group(sigs: list[Any]) -> float:
     return time.perf_counter() - started
 
 
+class CpuByProcess:
+    """CPU seconds used by each kind of process on the machine during a run (Linux /proc)."""
+
+    HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    @staticmethod
+    def _cmdline(pid: str) -> str:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def snapshot(self) -> dict[str, tuple[str, float]]:
+        seen: dict[str, tuple[str, float]] = {}
+        if not os.path.isdir("/proc"):
+            return seen
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cmd = self._cmdline(pid)
+            if "celery" in cmd:
+                kind = "worker child" if "celery" in self._cmdline(fields[1]) else "worker parent"
+            elif "postgres" in cmd:
+                kind = "PostgreSQL"
+            elif "redis" in cmd:
+                kind = "Redis"
+            elif int(pid) == os.getpid():
+                kind = "bench (producer)"
+            else:
+                kind = "other"
+            seen[pid] = (kind, (int(fields[11]) + int(fields[12])) / self.HZ)
+        return seen
+
+    def during(self, run: Callable[[], float]) -> tuple[float, dict[str, float], float]:
+        """`run`'s rate, CPU seconds by kind of process, and the run's wall seconds."""
+        before, started = self.snapshot(), time.perf_counter()
+        rate = run()
+        wall, after = time.perf_counter() - started, self.snapshot()
+        used: dict[str, float] = {}
+        for pid, (kind, seconds) in after.items():
+            used[kind] = used.get(kind, 0.0) + seconds - before.get(pid, (kind, 0.0))[1]
+        return rate, used, wall
+
+
+def cpu_table(measured: list[tuple[str, int, dict[str, float], float]]) -> None:
+    """ms of CPU per message by kind of process; `idle` is what the cores did not use."""
+    kinds = ["bench (producer)", "worker parent", "worker child", "PostgreSQL", "Redis", "other"]
+    cores = os.cpu_count() or 1
+    print("\nCPU per message, ms (from /proc; the whole machine)")
+    print(f"{'run':<24} | " + " | ".join(f"{k:>16}" for k in kinds) + " |   total |    idle")
+    for name, n, used, wall in measured:
+        total = sum(used.values())
+        cells = " | ".join(f"{used.get(k, 0.0) / n * 1000:>16.2f}" for k in kinds)
+        idle = max(0.0, cores * wall - total) / n * 1000
+        print(f"{name:<24} | {cells} | {total / n * 1000:>7.2f} | {idle:>7.2f}")
+
+
 def noop_rate(n: int) -> float:
     from worker.celery import app
 
@@ -317,10 +381,14 @@ def main() -> int:
     rows: list[tuple[str, float, str]] = []
     try:
         noop_rate(100)  # warm: children imported, connections open
-        ceiling = noop_rate(500 * scale)
+        cpu = CpuByProcess()
+        ceiling, used, wall = cpu.during(lambda: noop_rate(500 * scale))
+        spent = [("no-op Celery task", 500 * scale, used, wall)]
         rows.append(("no-op Celery task (ceiling)", ceiling, "-"))
         single_rate(100, spread_pick, "warm")
-        rows.append(("debit, 1,000 accounts", single_rate(500 * scale, spread_pick, "s"), audit()))
+        rate, used, wall = cpu.during(lambda: single_rate(500 * scale, spread_pick, "s"))
+        spent.append(("debit, 1,000 accounts", 500 * scale, used, wall))
+        rows.append(("debit, 1,000 accounts", rate, audit()))
         rows.append(("debit, one hot account", single_rate(500 * scale, hot, "h"), audit()))
         rows.append(
             ("debit_many x500, 1,000 accounts", many_rate(6 * scale, spread_pick, "m"), audit())
@@ -369,6 +437,7 @@ def main() -> int:
         f"submit -> result p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
         f"{bad:.0f} not ok, audit {lat_audit} (measured last, in its own process)"
     )
+    cpu_table(spent)
     print(f"(run took {time.perf_counter() - begun:.0f} s)")
     return 0
 
