@@ -178,3 +178,26 @@ def test_details_settings_are_read(env: pytest.MonkeyPatch) -> None:
     reset_settings()
     settings = get_settings()
     assert (settings.refund_details_reminder_days, settings.refund_details_expire_days) == (3, 10)
+
+
+def test_refunds_waiting_for_details_are_bounded_even_when_the_look_ups_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`balance.refunds.sync` runs both halves: a look-up pass that raises (the database or
+    a bug) still lets the expiry of refunds waiting for details happen, and still fails the
+    task, so the error is seen."""
+    _, charge_id, _ = _waiting()
+
+    def broken(*args: object, **kwargs: object) -> janitor.SyncResult:
+        raise ConnectionError("look-ups broke")
+
+    monkeypatch.setattr(janitor, "sync_pending", broken)
+    later = now() + timedelta(days=30, minutes=1)
+    with (
+        pytest.raises(ConnectionError, match="look-ups broke"),
+        time_machine.travel(later, tick=False),
+        unit_of_work() as uow,
+    ):
+        janitor.run(uow, later)
+    [row] = r.rows(charge_id)
+    assert (row.status, row.failure_code) == ("failed", "details_not_received")

@@ -174,10 +174,13 @@ def test_a_refund_whose_sync_keeps_raising_is_isolated_backed_off_and_flagged_on
     mended = janitor.service.apply
     monkeypatch.setattr(janitor.service, "apply", broken)
     moment = now() + timedelta(minutes=2)
+    flagged = []
     for _ in range(3):
         assert _sync(moment) == {"checked": 1, "resolved": 0}
         assert _sync(moment) == {"checked": 0, "resolved": 0}  # backed off by its claim
+        flagged.append(r.rows(charge_id)[0].needs_attention)
         moment += timedelta(days=2)
+    assert flagged == [False, True, True]  # at PAYMENT_SYNC_ATTENTION_AFTER (2), not before
     [row] = r.rows(charge_id)
     assert (row.status, row.needs_attention) == ("pending", True)
     [event] = s.events("refund.needs_attention")
@@ -197,12 +200,16 @@ def test_a_refund_whose_look_ups_never_complete_still_raises_attention() -> None
     _, charge_id = r.card_account("50.00")
     assert r.refund(charge_id, "7.77", key=f"lost-{uuid.uuid4().hex}")["status"] == "pending"
     moment = now() + timedelta(minutes=2)
-    for _ in range(3):  # claim, then "crash" (no look-up, no apply)
+    flagged = []
+    for _ in range(4):  # claim, then "crash" (no look-up, no apply)
         with unit_of_work() as uow:
             claim = janitor.claim_next(uow, moment, set())
         assert claim is not None and claim.refund_id == r.rows(charge_id)[0].id
+        flagged.append(r.rows(charge_id)[0].needs_attention)
         moment += timedelta(days=2)
+    # Claims 1 and 2 are look-ups that may still come back; the third is past the bound.
+    assert flagged == [False, False, True, True]
     [row] = r.rows(charge_id)
     assert (row.status, row.needs_attention) == ("pending", True)
-    [event] = s.events("refund.needs_attention")
+    [event] = s.events("refund.needs_attention")  # once, not at every later claim
     assert event.data["reason"] == "look-ups never completed"

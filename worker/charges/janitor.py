@@ -221,6 +221,6 @@ def sync_pending(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> SyncR
         recover=recover,
         batch_size=batch_size,
         log=log,
-        what="charge",
+        failed="payment sync failed for charge",
     )
     return {"checked": done.checked, "resolved": closed + done.resolved}

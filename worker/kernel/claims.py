@@ -51,15 +51,17 @@ def drain(
     recover: Callable[[C, Exception], None],
     batch_size: int,
     log: logging.Logger,
-    what: str,
+    failed: str,
 ) -> Drained:
     """Claim and resolve up to `batch_size` due rows, one at a time.
 
     `claim_next(seen)`: the next due row not in `seen` (ids), claimed and committed, or None
     when none is due. `resolve(claim)`: True when the row reached a final state; it does not
     commit (the loop does). `recover(claim, exc)`: after `resolve` raised and was rolled back;
-    committed by the loop. `what` names the rows in the log ("charge", "refund"). A row is
-    claimed at most once per run, so a row that stays due cannot starve the others.
+    committed by the loop; if it raises too, that is rolled back and logged and the loop goes
+    on (the claim already backed the row off). `failed`: the log line's words before the
+    row's id ("payment sync failed for charge"). A row is claimed at most once per run, so a
+    row that stays due cannot starve the others.
     """
     checked = resolved = 0
     seen: set[str] = set()
@@ -75,8 +77,12 @@ def drain(
             tx.commit()
         except Exception as exc:  # isolate it: the claim already backed it off
             tx.rollback()
-            log.exception("%s sync failed for %s", what, claim.row_id)
-            recover(claim, exc)
-            tx.commit()
+            log.exception("%s %s", failed, claim.row_id)
+            try:
+                recover(claim, exc)
+                tx.commit()
+            except Exception:
+                tx.rollback()
+                log.exception("could not record the failure of %s", claim.row_id)
     tx.commit()
     return Drained(checked, resolved)

@@ -179,7 +179,7 @@ def sync_pending(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> SyncR
         recover=recover,
         batch_size=batch_size,
         log=log,
-        what="refund",
+        failed="refund sync failed for",
     )
     return {"checked": done.checked, "resolved": done.resolved}
 
@@ -310,6 +310,13 @@ def sweep_details(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> Deta
 def run(uow: UnitOfWork, now: datetime) -> JanitorResult:
     """`balance.refunds.sync`: the look-ups (`sync_pending`), then the refunds waiting for
     details (`sweep_details`)."""
-    synced = sync_pending(uow, now)
+    try:
+        synced = sync_pending(uow, now)
+    except Exception:
+        # The refunds waiting for details are bounded whatever became of the look-ups; the
+        # look-ups' error is still the task's (logged, retried by the next beat tick).
+        uow.rollback()
+        sweep_details(uow, now)
+        raise
     swept = sweep_details(uow, now)
     return {**synced, **swept}
