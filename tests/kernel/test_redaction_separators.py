@@ -25,6 +25,8 @@ DISGUISED = [
     "4111/1111 1111_1111",
     "3782 822463.10005",
     "6011.0009 9013.9424",
+    "5555.5555 5555.4444",
+    "2223.0000 4841.0010",
 ]
 
 
@@ -59,6 +61,12 @@ def test_disguised_card_as_identifier_is_refused_without_echo(card: str) -> None
         "+33.1.23.45.67.89",
         "1234.5678 9010 05",  # mixed separators, not a card's layout (Luhn-valid if joined)
         "paid 2026.11.30 1234.56 EUR",
+        # A card's 4-4-4-4 layout with mixed separators, Luhn-valid if joined, but no card
+        # scheme starts so (seasons, opening hours, references, four-decimal amounts):
+        "seasons 2021/2022 2022/2023",
+        "open 0600/1200 0600/1200",
+        "refs 2025/0001 2025/0003",
+        "1445.4152 9357.3425",
     ],
 )
 def test_amounts_dates_ibans_and_phones_are_kept(kept: str) -> None:

@@ -245,7 +245,7 @@ def _new(
     """An unnumbered invoice of `account` (issuer and customer copied as they are now);
     `columns` sets any other column (`proforma_id`, `payment_reference`, `paid_at`, ...)."""
     values: dict[str, Any] = {
-        "id": new_id("inv"),
+        "id": columns.pop("id") if "id" in columns else new_id("inv"),
         "account_id": account.id,
         "charge_id": charge_id,
         "kind": kind,

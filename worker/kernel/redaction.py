@@ -9,11 +9,12 @@ looks at every run of digit groups and at every contiguous span of whole groups 
 "4111 1111 1111 1111 12/26" still loses the card number.
 
 False positives guarded (issue "fixred"): a span joined by '.', '/' or '_' must use that same
-separator throughout, or have its groups laid out as a card prints them (4-4-4-4, 4-6-5...),
-so decimal amounts and dates side by side ("1234.56 2026.11.30", "10.00 20.00 30.00 40.00")
-are never read as one number; a valid IBAN (python-stdnum, country
-format and mod-97) is bank data, not a card, and is left alone; phone numbers and single
-amounts or dates have fewer than 13 digits.
+separator throughout, or have its groups laid out as a card prints them (4-4-4-4, 4-6-5...)
+and start with a major scheme's issuer number (Visa 4, Mastercard 51-55...), so decimal
+amounts, dates, seasons and opening hours side by side ("1234.56 2026.11.30",
+"10.00 20.00 30.00 40.00", "2021/2022 2022/2023") are never read as one number; a valid
+IBAN (python-stdnum, country format and mod-97) is bank data, not a card, and is left
+alone; phone numbers and single amounts or dates have fewer than 13 digits.
 """
 
 from __future__ import annotations
@@ -71,16 +72,40 @@ def _kind(sep: str) -> str:
 # How card schemes print their numbers (ISO/IEC 7812 lengths): 4-4-4-4 (Visa, Mastercard,
 # Discover...), 4-4-4-4-3 (19 digits), 4-6-5 (American Express), 4-6-4 (Diners Club).
 _CARD_LAYOUTS = {(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4)}
+# Issuer identification number ranges of the major schemes (first digits, inclusive ranges
+# by prefix length): Visa 4; Mastercard 51-55 and 2221-2720; American Express 34, 37; Diners
+# Club 300-305, 36, 38; Discover 6011, 644-649, 65; UnionPay 62; JCB 3528-3589.
+_IIN_RANGES = (
+    (1, 4, 4),
+    (2, 51, 55),
+    (4, 2221, 2720),
+    (2, 34, 34),
+    (2, 37, 37),
+    (3, 300, 305),
+    (2, 36, 36),
+    (2, 38, 38),
+    (4, 6011, 6011),
+    (3, 644, 649),
+    (2, 65, 65),
+    (2, 62, 62),
+    (4, 3528, 3589),
+)
 
 
-def _one_number(kinds: set[str], lengths: tuple[int, ...]) -> bool:
+def _scheme_prefix(number: str) -> bool:
+    """Whether `number` (ASCII digits) starts as a major scheme's card number does."""
+    return any(low <= int(number[:size]) <= high for size, low, high in _IIN_RANGES)
+
+
+def _one_number(kinds: set[str], lengths: tuple[int, ...], number: str) -> bool:
     """Separators that can join one number: '.', '/' and '_' only when the whole span uses
     the same one (amounts and dates next to each other are not a card), or when the groups
-    are laid out as a card is printed ("4111.1111 1111.1111"); white space and dashes mix
-    freely (people type "4111 1111-1111 1111")."""
+    are laid out as a card is printed and the digits start as a card number does
+    ("4111.1111 1111.1111"; "2021/2022 2022/2023" and "1234.5678 9012.3456" are not);
+    white space and dashes mix freely (people type "4111 1111-1111 1111")."""
     if len(kinds) <= 1 or not any(set(k) & {".", "/", "_"} for k in kinds):
         return True
-    return lengths in _CARD_LAYOUTS
+    return lengths in _CARD_LAYOUTS and _scheme_prefix(number)
 
 
 def _pan_groups(groups: list[str], seps: list[str]) -> list[bool]:
@@ -99,7 +124,7 @@ def _pan_groups(groups: list[str], seps: list[str]) -> list[bool]:
                 break
             if (
                 len(number) >= 13
-                and _one_number(span_kinds, tuple(len(d) for d in digits[start : end + 1]))
+                and _one_number(span_kinds, tuple(len(d) for d in digits[start : end + 1]), number)
                 and luhn_valid(number)
             ):
                 for i in range(start, end + 1):
