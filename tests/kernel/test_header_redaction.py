@@ -22,7 +22,7 @@ import redis
 from celery import Celery, signals
 
 from worker.client import HOOK_UID, install_header_redaction, redact_headers
-from worker.kernel.redaction import REDACTED
+from worker.kernel.redaction import REDACTED, redact_repr
 
 pytestmark = pytest.mark.integration  # real PostgreSQL and Redis, tables emptied first
 
@@ -214,3 +214,20 @@ def test_our_workers_report_a_received_message_redacted_whatever_the_sender_did(
         assert not _leaks(json.dumps(info, default=str)), info
     assert request.info()["args"][3] == f"SMS to customer who read out {REDACTED}"
     assert request.args[3] == f"SMS to customer who read out {CARD}"  # the task's own input
+
+
+@pytest.mark.parametrize(
+    "joined", ["4111-1111-1111-1111", "4111 - 1111 - 1111 - 1111", "4111\xa01111\xa01111\xa01111"]
+)
+@pytest.mark.parametrize("pad", range(990, 1030))
+def test_a_cut_that_falls_just_after_a_separator_still_loses_the_digits(
+    joined: str, pad: int
+) -> None:
+    """Wherever Celery's 1,024-character cut falls inside a grouped card number (after a
+    digit, or just after a separator), no more than its first six digits stay."""
+    from celery.utils.saferepr import saferepr
+
+    argsrepr = saferepr((f"{'x' * pad} {joined} thanks",), 1024)
+    redacted = redact_repr(argsrepr) or ""
+    digits = "".join(c for c in redacted if c.isdigit())
+    assert len(digits) <= 6, redacted[-40:]

@@ -27,6 +27,21 @@ DISGUISED = [
     "6011.0009 9013.9424",
     "5555.5555 5555.4444",
     "2223.0000 4841.0010",
+    # Invisible characters a copy-paste carries, IME and typographic separators, lists and
+    # encodings (hostile test, 2026-11-30):
+    "4111\u200b1111\u200b1111\u200b1111",  # zero-width space
+    "4111\u00ad1111\u00ad1111\u00ad1111",  # soft hyphen
+    "5555\u200e5555\u200e5555\u200e4444",  # left-to-right mark
+    "4111\u20601111\u20601111\u20601111",  # word joiner
+    "\uff14\uff11\uff11\uff11\u30fc\uff11\uff11\uff11\uff11\u30fc\uff11\uff11\uff11\uff11\u30fc\uff11\uff11\uff11\uff11",
+    "4111\u30fb1111\u30fb1111\u30fb1111",  # katakana middle dot
+    "4111\u20221111\u20221111\u20221111",  # bullet
+    "4111, 1111, 1111, 1111",
+    "6200\uff0c0000\uff0c0000\uff0c0005",  # full-width comma
+    "4111+1111+1111+1111",
+    "4111%201111%201111%201111",
+    "4111...1111...1111...1111",
+    "4111 - - 1111 - - 1111 - - 1111",
 ]
 
 
@@ -67,6 +82,15 @@ def test_disguised_card_as_identifier_is_refused_without_echo(card: str) -> None
         "open 0600/1200 0600/1200",
         "refs 2025/0001 2025/0003",
         "1445.4152 9357.3425",
+        # Luhn-valid spans once joined, but dates, our invoice numbers, creditor references,
+        # telephone numbers, IBANs in lower case or grouped by dashes, lists:
+        "Subscription 2024-12-01 - 2024-12-31",
+        "PF-2026-000001 2026-01-03",
+        "RF18 5390 0754 7034",
+        "+86 152 3648 4124",
+        "de84 3416 7211 0684 0388 54",
+        "DE46-3982-5979-1907-4833-78",
+        "items 120, 340, 560, 780, 905",  # commas join only a card's layout
     ],
 )
 def test_amounts_dates_ibans_and_phones_are_kept(kept: str) -> None:

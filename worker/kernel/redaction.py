@@ -2,19 +2,27 @@
 
 A PAN-like value is 13-19 digits passing Luhn. Digits of any script count (full-width
 "４１１１" is a card number too: `unicodedata.decimal` maps each one). Digit groups may be
-joined by any run of white space (line breaks included) and/or one or two of '-', '.', '/',
-'_' (and their Unicode look-alikes: dashes, full-width forms), so "4111.1111.1111.1111",
-"4111 - 1111 - 1111 - 1111" and a number broken over two lines are all found. Detection
-looks at every run of digit groups and at every contiguous span of whole groups inside it, so
+joined by any run of white space (line breaks, the invisible characters a copy-paste
+carries: zero-width space, soft hyphen, direction marks, word joiner; a URL-encoded space)
+and/or up to three of '-', '.', '/', '_', ',', '+' (and their look-alikes: dashes, the
+Japanese IME's long-vowel mark and middle dot, bullets, ideographic comma and full stop,
+full-width forms), so "4111.1111.1111.1111", "4111 - 1111 - 1111 - 1111",
+"４１１１ー１１１１ー..." and a number broken over two lines are all found. Detection looks at
+every run of digit groups and at every contiguous span of whole groups inside it, so
 "4111 1111 1111 1111 12/26" still loses the card number.
 
-False positives guarded (issue "fixred"): a span joined by '.', '/' or '_' must use that same
-separator throughout, or have its groups laid out as a card prints them (4-4-4-4, 4-6-5...)
-and start with a major scheme's issuer number (Visa 4, Mastercard 51-55...), so decimal
-amounts, dates, seasons and opening hours side by side ("1234.56 2026.11.30",
-"10.00 20.00 30.00 40.00", "2021/2022 2022/2023") are never read as one number; a valid
-IBAN (python-stdnum, country format and mod-97) is bank data, not a card, and is left
-alone; phone numbers and single amounts or dates have fewer than 13 digits.
+False positives guarded (issue "fixred", hostile tests of 2026-11-30): a span joined by '.',
+'/' or '_' must use that same separator throughout, or have its groups laid out as a card
+prints them (4-4-4-4, 4-6-5...) and start with a major scheme's issuer number (Visa 4,
+Mastercard 51-55...); ',' and '+' join only such a layout; so decimal amounts, dates,
+seasons, opening hours and lists side by side ("1234.56 2026.11.30",
+"10.00 20.00 30.00 40.00", "2021/2022 2022/2023", "120, 340, 560") are never read as one
+number. Spans that are bank data or dates are left alone before the search: valid IBANs
+(python-stdnum; any case, grouped by spaces or dashes), valid creditor references
+(ISO 11649), ISO dates, our invoice numbers (PF-/INV-/CN-YYYY-NNNNNN) and E.164 telephone
+numbers (a '+' and at most 15 digits). Still redacted, by design (better too much): a pair
+of numbers laid out and starting like a card whose digits happen to pass Luhn
+("4024/2023 6643/2025", one in ten such pairs).
 """
 
 from __future__ import annotations
@@ -23,14 +31,22 @@ import re
 import unicodedata
 
 REDACTED = "[REDACTED]"
-_DASHES = "\\-\u2010\u2011\u2012\u2013\u2014\u2212\ufe63\uff0d"
-_DOTS = ".\u2024\ufe52\uff0e"
+# Look-alikes typed or pasted between digit groups, by the mark they stand for: the Japanese
+# IME's long-vowel mark and middle dot, bullets, box-drawing and wave dashes, ideographic
+# full stop and comma, full-width forms.
+_DASHES = "\\-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2500\u301c\u30fc\ufe63\uff0d\uff5e\uff70"
+_DOTS = ".\u00b7\u2022\u2024\u2219\u3002\u30fb\ufe52\uff0e\uff61\uff65"
 _SLASHES = "/\u2215\uff0f"
 _UNDERSCORES = "_\uff3f"
-_PUNCT = f"[{_DASHES}{_DOTS}{_SLASHES}{_UNDERSCORES}]"
-# Groups are joined by any white space, or one or two punctuation marks with any white space
-# around them ("4111 - 1111", "4111--1111", "4111.\n1111").
-_GAP = rf"(?:\s+(?:{_PUNCT}{{1,2}}\s*)?|{_PUNCT}{{1,2}}\s*)"
+_COMMAS = ",\u3001\uff0c"
+_PLUSES = "+\uff0b"
+_PUNCT = f"[{_DASHES}{_DOTS}{_SLASHES}{_UNDERSCORES}{_COMMAS}{_PLUSES}]"
+# White space, the invisible characters a copy-paste carries (soft hyphen, zero-width
+# space and joiners, direction marks, word joiner, byte-order mark) and a URL-encoded space.
+_SPACE = r"(?:[\s\u00ad\u200b-\u200f\u2060-\u2064\ufeff]|%20)"
+# Groups are joined by any white space, or up to three punctuation marks with any white
+# space around them ("4111 - 1111", "4111--1111", "4111 - - 1111", "4111...1111").
+_GAP = rf"(?:{_SPACE}+|(?:{_SPACE}*{_PUNCT}){{1,3}}{_SPACE}*)"
 # Free text: any digit run, even glued to letters ("visa4111...") - better too much redacted.
 _RUN_TEXT = re.compile(rf"(?<!\d)\d+(?:{_GAP}\d+)*(?!\d)")
 # Identifiers: a run glued to letters is part of an id ("acc_3406137074114c0e..."), not a
@@ -42,8 +58,25 @@ _KIND = {c: "-" for c in _DASHES.replace("\\", "")}
 _KIND.update({c: "." for c in _DOTS})
 _KIND.update({c: "/" for c in _SLASHES})
 _KIND.update({c: "_" for c in _UNDERSCORES})
+_KIND.update({c: "," for c in _COMMAS})
+_KIND.update({c: "+" for c in _PLUSES})
+_STRICT = {".", "/", "_", ",", "+"}  # kinds that join one number only when used throughout
+_LOOSE_LISTS = {",", "+"}  # kinds that join a number only as a card prints it
 # IBAN-shaped words (letters, check digits, groups of up to four): checked with stdnum.
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?")
+_IBAN = re.compile(
+    r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}(?:[ -]?[A-Za-z0-9]{4}){2,7}(?:[ -]?[A-Za-z0-9]{1,3})?"
+)
+# Other numbers that are not cards but hold a Luhn-valid span once their groups are joined:
+# ISO 8601 dates (a billing period "2024-12-01 - 2024-12-31"), our own invoice numbers
+# ("PF-2026-000001 2026-01-03" in a bank memo must still match), creditor references
+# (ISO 11649, checked with stdnum) and E.164 telephone numbers ("+86 152 3648 4124": a `+`
+# and at most 15 digits; a card is never written after a `+`, and 16+ digits still count).
+_ISO_DATE = re.compile(r"(?<![\w-])\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?![\w])")
+_DOCUMENT_NUMBER = re.compile(r"(?<![A-Za-z0-9])(?:PF|INV|CN)-\d{4}-\d{6}(?!\d)")
+_CREDITOR_REFERENCE = re.compile(
+    r"(?<![A-Za-z0-9])RF\d{2}(?: ?[A-Za-z0-9]{1,4}){1,6}(?![A-Za-z0-9])"
+)
+_PHONE = re.compile(r"(?<![\w+])\+\d(?:[ ().-]?\d){6,14}(?![ ().-]?\d)")
 
 
 def _digits(text: str) -> str:
@@ -103,7 +136,11 @@ def _one_number(kinds: set[str], lengths: tuple[int, ...], number: str) -> bool:
     are laid out as a card is printed and the digits start as a card number does
     ("4111.1111 1111.1111"; "2021/2022 2022/2023" and "1234.5678 9012.3456" are not);
     white space and dashes mix freely (people type "4111 1111-1111 1111")."""
-    if len(kinds) <= 1 or not any(set(k) & {".", "/", "_"} for k in kinds):
+    if any(set(k) & _LOOSE_LISTS for k in kinds):
+        # Commas and pluses join lists and sums ("120, 340, 560, 780, 900"): only a card's
+        # own layout and issuer range count ("4111, 1111, 1111, 1111", "pan=4111+1111+...").
+        return lengths in _CARD_LAYOUTS and _scheme_prefix(number)
+    if len(kinds) <= 1 or not any(set(k) & _STRICT for k in kinds):
         return True
     return lengths in _CARD_LAYOUTS and _scheme_prefix(number)
 
@@ -155,7 +192,9 @@ def _redact_run(run: str) -> str:
 
 
 def _ibans(text: str) -> list[tuple[int, int]]:
-    """Spans of valid IBANs in `text` (bank account numbers are not card numbers)."""
+    """Spans of `text` that are bank data or dates, not card numbers: valid IBANs (python-
+    stdnum, any case, grouped by spaces or dashes), ISO dates, our invoice numbers, valid
+    creditor references and E.164 telephone numbers; in order, not overlapping."""
     spans: list[tuple[int, int]] = []
     for match in _IBAN.finditer(text):
         # Imported on first IBAN-shaped word only (about 50 ms, with its registry).
@@ -163,7 +202,20 @@ def _ibans(text: str) -> list[tuple[int, int]]:
 
         if iban.is_valid(match.group(0)):
             spans.append(match.span())
-    return spans
+    for match in _CREDITOR_REFERENCE.finditer(text):
+        from stdnum import iso11649
+
+        if iso11649.is_valid(match.group(0)):
+            spans.append(match.span())
+    for pattern in (_ISO_DATE, _DOCUMENT_NUMBER, _PHONE):
+        spans.extend(match.span() for match in pattern.finditer(text))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def contains_pan(text: str) -> bool:
@@ -193,7 +245,8 @@ def redact(text: str | None) -> str | None:
 
 # Celery cuts a long argument's repr with "...": a card number cut there is no longer
 # Luhn-valid, yet still shows its first digits.
-_CUT_RUN = re.compile(rf"(?<!\d)\d+(?:{_GAP}\d+)*(?=\.\.\.)")
+# The cut may fall just after a separator ("4111-1111-1111-..."): the run still counts.
+_CUT_RUN = re.compile(rf"(?<!\d)\d+(?:{_GAP}\d+)*(?:{_GAP})??(?=\.\.\.)")
 _CUT_KEEPS = 6  # digits a cut run may keep: no more than a card's issuer prefix (PCI DSS 3.4)
 
 
