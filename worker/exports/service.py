@@ -5,7 +5,7 @@
 - activity: everything that happened on the account, oldest first: the money movements
   and every event recorded for it (methods, settings, alerts, suspensions, invoices,
   numbers, charges: the outbox's `events` rows, worker/outbox/events.py). Events are
-  kept for OUTBOX_RETENTION_DAYS once published, so older activity shows money only.
+  kept for EVENTS_RETENTION_DAYS once published, so older activity shows money only.
 
 Rows come through server-side cursors (`yield_per`): PostgreSQL sends them in batches, and
 neither the rows nor the file are ever held whole, so a million rows take bounded memory
