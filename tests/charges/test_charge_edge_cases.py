@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -246,3 +247,103 @@ def test_vaulting_holds_no_lock_on_the_account(monkeypatch: pytest.MonkeyPatch) 
             now=clock.now(),
         )
     assert locked == [True]
+
+
+def test_an_abandoned_charge_that_cannot_be_closed_stops_neither_the_others_nor_the_look_ups(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    account_id, _ = _account("abandoned-many")
+    soft = []
+    for n in range(3):
+        with unit_of_work() as uow:
+            result = top_ups.top_up(
+                uow, account_id=account_id, amount="3000.00", idempotency_key=f"abandon-{n}"
+            )
+        assert result["status"] == "not_attempted"
+        soft.append(result["charge_id"])
+    with unit_of_work() as uow:  # and a charge whose outcome is unknown, due a look-up
+        charge, _ = charges.begin(
+            uow, account_id=account_id, amount="5.00", idempotency_key="lost-1", now=clock.now()
+        )
+        lost = charge.id
+    bad = soft[1]
+    real_fail = charges.fail
+
+    def fail(uow: Any, charge: Charge, *args: Any, **kwargs: Any) -> None:
+        if charge.id == bad:
+            raise RuntimeError("cannot close this one")
+        real_fail(uow, charge, *args, **kwargs)
+
+    monkeypatch.setattr(charges, "fail", fail)
+    later = clock.now() + timedelta(days=1)
+    with (
+        caplog.at_level(logging.ERROR, logger=janitor.log.name),
+        time_machine.travel(later),
+        unit_of_work() as uow,
+    ):
+        result = janitor.sync_pending(uow, later)
+    assert result == {"checked": 1, "resolved": 3}  # two closed, the lost one looked up
+    assert [_charge(i).status for i in soft] == ["failed", "not_attempted", "failed"]
+    assert (_charge(lost).status, _charge(lost).decline_code) == ("failed", "not_received")
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert record.getMessage() == f"could not close abandoned charge {bad}"
+    assert record.exc_info is not None  # with its traceback
+    monkeypatch.setattr(charges, "fail", real_fail)  # mended: the next run closes it
+    with time_machine.travel(later), unit_of_work() as uow:
+        assert janitor.sync_pending(uow, later) == {"checked": 0, "resolved": 1}
+    assert _charge(bad).status == "failed"
+
+
+class _Stop(Exception):
+    """Stands for Celery's SoftTimeLimitExceeded."""
+
+
+def test_a_stop_exception_ends_the_janitors_run_a_row_failure_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    account_id, _ = _account("stops")
+    ids = []
+    for n in range(3):
+        with unit_of_work() as uow:
+            charge, _ = charges.begin(
+                uow, account_id=account_id, amount="5.00", idempotency_key=f"stop-{n}",
+                now=clock.now(),
+            )  # fmt: skip
+            ids.append(charge.id)
+    asked: list[str] = []
+    real_sync_one = janitor.sync_one
+
+    def sync_one(uow: Any, claim: janitor.Claim, now: datetime) -> bool:
+        asked.append(claim.charge_id)
+        if len(asked) == 1:
+            raise RuntimeError("a broken row")  # isolated, the run goes on
+        if len(asked) == 2:
+            raise _Stop("time is up")  # ends the run
+        return real_sync_one(uow, claim, now)
+
+    monkeypatch.setattr(janitor, "sync_one", sync_one)
+    later = clock.now() + timedelta(days=1)
+    with pytest.raises(_Stop), time_machine.travel(later), unit_of_work() as uow:
+        janitor.sync_pending(uow, later, stops=(_Stop,))
+    assert len(asked) == 2
+    first, second = _charge(asked[0]), _charge(asked[1])
+    [untouched] = [_charge(i) for i in ids if i not in asked]
+    assert (first.status, first.sync_attempts) == ("processing", 1)  # backed off by recover
+    assert (second.status, second.sync_attempts) == ("processing", 1)  # its claim only
+    assert (untouched.status, untouched.sync_attempts) == ("processing", 0)
+
+
+def test_the_janitor_task_stops_at_its_soft_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from worker.charges import tasks
+
+    seen: dict[str, Any] = {}
+
+    def sync_pending(uow: Any, now: datetime, **kwargs: Any) -> janitor.SyncResult:
+        seen.update(kwargs)
+        return {"checked": 0, "resolved": 0}
+
+    monkeypatch.setattr(janitor, "sync_pending", sync_pending)
+    tasks.sync_pending()
+    assert seen == {"stops": (SoftTimeLimitExceeded,)}

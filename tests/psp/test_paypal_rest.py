@@ -25,7 +25,7 @@ from worker.psp.base import (
     Settlement,
     VaultRequest,
 )
-from worker.psp.errors import VaultRefused, VaultUnavailable
+from worker.psp.errors import RefundLookUpUnsupported, VaultRefused, VaultUnavailable
 from worker.psp.paypal_rest import PaypalRestAdapter
 
 
@@ -219,7 +219,7 @@ def test_a_refund_is_looked_up_by_reading_its_order_never_by_sending_it_again(
     assert adapter.lookup_refund("rf-10", "NOSUCHCAPTURE1") is None
     asked = world.requests[sent:]
     assert {r.method for r in asked} == {"GET"}  # a look-up never POSTs: it cannot refund
-    with pytest.raises(LookupError):  # PayPal keeps refunds under their capture
+    with pytest.raises(RefundLookUpUnsupported):  # PayPal keeps refunds under their capture
         adapter.lookup_refund("rf-10")
 
 

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import time_machine
@@ -201,3 +202,75 @@ def test_refunds_waiting_for_details_are_bounded_even_when_the_look_ups_fail(
         janitor.run(uow, later)
     [row] = r.rows(charge_id)
     assert (row.status, row.failure_code) == ("failed", "details_not_received")
+
+
+def test_a_refund_whose_reminder_raises_does_not_block_the_others(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One refund whose reminder raises (first by age, so picked first every run) is rolled
+    back, logged with its traceback and skipped for the rest of the run: the others are
+    reminded in the same run, and it is tried again by the next one."""
+    _, bad_charge, bad = _waiting()
+    _, good_charge, _ = _waiting()
+    _, other_charge, _ = _waiting()
+    real = janitor.documents.details_reminder
+
+    def reminder(uow: object, account: object, refund: Any, *args: object) -> None:
+        if refund.id == bad:
+            raise RuntimeError("the template broke")
+        real(uow, account, refund, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(janitor.documents, "details_reminder", reminder)
+    moment = now() + timedelta(days=8)
+    with caplog.at_level(logging.ERROR, logger=janitor.log.name):
+        assert _sweep(moment) == {"reminded": 2, "expired": 0}
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert record.getMessage() == f"could not remind or expire refund {bad} waiting for details"
+    assert record.exc_info is not None
+    assert len(s.mails("refund.details_reminder")) == 2
+    assert [row.next_attempt_at for row in r.rows(bad_charge)] == [None]  # not marked
+    assert all(row.next_attempt_at is not None for row in r.rows(good_charge))
+    assert all(row.next_attempt_at is not None for row in r.rows(other_charge))
+    assert _sweep(moment) == {"reminded": 0, "expired": 0}  # tried again, still failing
+    monkeypatch.setattr(janitor.documents, "details_reminder", real)
+    assert _sweep(moment) == {"reminded": 1, "expired": 0}
+
+
+def test_a_stop_exception_ends_the_refunds_janitor_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The task's soft time limit (a `stops` exception) out of the look-ups ends the run:
+    the details sweep does not start."""
+
+    class Stop(Exception):
+        pass
+
+    _, charge_id, _ = _waiting()
+
+    def stopped(*args: object, **kwargs: object) -> janitor.SyncResult:
+        assert kwargs["stops"] == (Stop,)
+        raise Stop
+
+    monkeypatch.setattr(janitor, "sync_pending", stopped)
+    moment = now() + timedelta(days=8)
+    with pytest.raises(Stop), time_machine.travel(moment, tick=False), unit_of_work() as uow:
+        janitor.run(uow, moment, stops=(Stop,))
+    assert [row.next_attempt_at for row in r.rows(charge_id)] == [None]  # not reminded
+
+
+def test_the_refunds_janitor_task_stops_at_its_soft_time_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from worker.refunds import tasks
+
+    seen: dict[str, object] = {}
+
+    def run(uow: object, moment: datetime, **kwargs: object) -> janitor.JanitorResult:
+        seen.update(kwargs)
+        return {"checked": 0, "resolved": 0, "reminded": 0, "expired": 0}
+
+    monkeypatch.setattr(janitor, "run", run)
+    tasks.sync()
+    assert seen == {"stops": (SoftTimeLimitExceeded,)}

@@ -5,6 +5,7 @@ invoice it corrects), against real PostgreSQL (issue 14)."""
 from __future__ import annotations
 
 import io
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -213,3 +214,57 @@ def test_a_refund_whose_look_ups_never_complete_still_raises_attention() -> None
     assert (row.status, row.needs_attention) == ("pending", True)
     [event] = s.events("refund.needs_attention")  # once, not at every later claim
     assert event.data["reason"] == "look-ups never completed"
+
+
+@pytest.mark.usefixtures("lost_answers", "attention_after_two")
+def test_a_key_error_while_asking_is_a_failure_logged_with_its_traceback_not_swallowed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a PSP that cannot look refunds up is an expected answer: a KeyError raised while
+    asking (an answer read wrongly) is the loop's failure: logged at ERROR with its
+    traceback, backed off and counted towards attention."""
+    _, charge_id = r.card_account("50.00")
+    assert r.refund(charge_id, "7.77", key=f"lost-{uuid.uuid4().hex}")["status"] == "pending"
+
+    class Broken:
+        def lookup_refund(self, idempotency_key: str, charge_reference: str | None = None) -> Any:
+            return {}["status"]
+
+    monkeypatch.setattr(janitor, "get_adapter", lambda name: Broken())
+    refund_id = r.rows(charge_id)[0].id
+    moment = now() + timedelta(minutes=2)
+    with caplog.at_level(logging.ERROR, logger=janitor.log.name):
+        assert _sync(moment) == {"checked": 1, "resolved": 0}
+        assert _sync(moment + timedelta(days=2)) == {"checked": 1, "resolved": 0}
+    failed = f"refund sync failed for {refund_id}"
+    failures = [x for x in caplog.records if x.getMessage() == failed]
+    assert len(failures) == 2 and all(x.exc_info is not None for x in failures)
+    assert failures[0].exc_info is not None and failures[0].exc_info[0] is KeyError
+    [row] = r.rows(charge_id)
+    assert (row.status, row.needs_attention) == ("pending", True)
+    [event] = s.events("refund.needs_attention")
+    assert event.data["reason"] == "sync error: KeyError: 'status'"
+
+
+@pytest.mark.usefixtures("lost_answers", "attention_after_two")
+def test_a_psp_that_cannot_look_refunds_up_is_told_to_an_operator_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, charge_id = r.card_account("50.00")
+    assert r.refund(charge_id, "7.77", key=f"lost-{uuid.uuid4().hex}")["status"] == "pending"
+
+    class NoRefundLookUps:
+        pass
+
+    monkeypatch.setattr(janitor, "get_adapter", lambda name: NoRefundLookUps())
+    moment = now() + timedelta(minutes=2)
+    with caplog.at_level(logging.ERROR, logger=janitor.log.name):
+        assert _sync(moment) == {"checked": 1, "resolved": 0}
+        assert _sync(moment + timedelta(days=2)) == {"checked": 1, "resolved": 0}
+    assert not [x for x in caplog.records if x.exc_info is not None]  # an answer, not a crash
+    [row] = r.rows(charge_id)
+    assert (row.status, row.needs_attention) == ("pending", True)
+    [event] = s.events("refund.needs_attention")
+    assert event.data["reason"] == (
+        "look-up failed: braintree cannot look refunds up: an operator must check"
+    )

@@ -166,31 +166,58 @@ def sync_one(uow: UnitOfWork, claim: Claim, now: datetime) -> bool:
 ABANDONED_AFTER = timedelta(minutes=30)
 
 
-def close_abandoned(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> int:
+def _abandoned(now: datetime) -> Any:
+    return and_(
+        Charge.status == "not_attempted",
+        Charge.purpose != "auto_reload",
+        Charge.updated_at <= now - ABANDONED_AFTER,
+    )
+
+
+def close_abandoned(
+    uow: UnitOfWork, now: datetime, batch_size: int = 100, stops: claims.Stops = ()
+) -> int:
     """A top-up left `not_attempted` (its retries lost, or a soft failure from the CLI) never
     reached the PSP: after a while it is closed as failed, so nothing stays open for ever.
-    Auto-reload retries its own soft failures."""
-    rows = uow.session.scalars(
-        select(Charge)
-        .where(
-            Charge.status == "not_attempted",
-            Charge.purpose != "auto_reload",
-            Charge.updated_at <= now - ABANDONED_AFTER,
-        )
-        .order_by(Charge.updated_at)
-        .limit(batch_size)
-        .with_for_update(skip_locked=True)
+    Auto-reload retries its own soft failures.
+
+    One charge per transaction, committed: the due ids are read, then each is locked under
+    SKIP LOCKED, checked again and closed. One that raises is rolled back and logged at
+    ERROR with its traceback, and the others go on (it is due again next run). One of
+    `stops` is rolled back and raised. Returns the charges closed."""
+    ids = uow.session.scalars(
+        select(Charge.id).where(_abandoned(now)).order_by(Charge.updated_at).limit(batch_size)
     ).all()
-    for charge in rows:
-        engine.fail(
-            uow,
-            charge,
-            charge.decline_code or "not_attempted",
-            charge.decline_text or "the PSP did not process the charge",
-            now,
-        )
     uow.commit()
-    return len(rows)
+    closed = 0
+    for charge_id in ids:
+        try:
+            charge = uow.session.scalars(
+                select(Charge)
+                .where(Charge.id == charge_id, _abandoned(now))
+                .with_for_update(skip_locked=True)
+                .execution_options(populate_existing=True)
+            ).one_or_none()
+            if charge is None:  # closed, taken or changed meanwhile
+                uow.commit()
+                continue
+            engine.fail(
+                uow,
+                charge,
+                charge.decline_code or "not_attempted",
+                charge.decline_text or "the PSP did not process the charge",
+                now,
+            )
+            uow.commit()
+        except stops:
+            uow.rollback()
+            raise
+        except Exception:
+            uow.rollback()
+            log.exception("could not close abandoned charge %s", charge_id)
+        else:
+            closed += 1
+    return closed
 
 
 class SyncResult(TypedDict):
@@ -200,14 +227,17 @@ class SyncResult(TypedDict):
     resolved: int
 
 
-def sync_pending(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> SyncResult:
+def sync_pending(
+    uow: UnitOfWork, now: datetime, batch_size: int = 100, stops: claims.Stops = ()
+) -> SyncResult:
     """The janitor: look up every unresolved charge that is due, one at a time.
 
     Per charge: claim it (short transaction, COMMIT), ask the PSP holding no connection and
     no lock, then apply the answer in a second short transaction under a fresh row lock
     (worker/kernel/claims.py). A charge whose look-up raises is backed off and counts
-    towards attention."""
-    closed = close_abandoned(uow, now)
+    towards attention. A charge that cannot be closed or looked up is isolated; one of
+    `stops` (the task's soft time limit) ends the run and is raised."""
+    closed = close_abandoned(uow, now, stops=stops)
 
     def recover(claim: Claim, exc: Exception) -> None:
         again = engine.lock(uow.session, claim.charge_id)
@@ -222,5 +252,6 @@ def sync_pending(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> SyncR
         batch_size=batch_size,
         log=log,
         failed="payment sync failed for charge",
+        stops=stops,
     )
     return {"checked": done.checked, "resolved": closed + done.resolved}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from worker.celery import app
 from worker.charges import janitor
 from worker.charges import top_up as top_ups
@@ -44,4 +46,4 @@ def top_up(
 
 @app.task(name=task_names.PAYMENTS_SYNC_PENDING, base=DbTask, bind=True)
 def sync_pending(self: DbTask, as_of: str | None = None) -> janitor.SyncResult:
-    return janitor.sync_pending(self.uow, parse_as_of(as_of))
+    return janitor.sync_pending(self.uow, parse_as_of(as_of), stops=(SoftTimeLimitExceeded,))

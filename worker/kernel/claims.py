@@ -6,7 +6,8 @@ moves the row's next look-up on, so a concurrent janitor does not ask too); `res
 the PSP holding no lock and applies the answer under a fresh row lock; its transaction is
 committed here. A row that raises is isolated (rolled back, logged with its traceback,
 handed to `recover`, which backs it off or flags it, in a transaction of its own) and the
-loop goes on, so one broken row never stops the others.
+loop goes on, so one broken row never stops the others. An exception in `stops` (the task's
+soft time limit) is rolled back and raised: it ends the run, the rows after it untouched.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class Claimed(Protocol):
 
 C = TypeVar("C", bound=Claimed)
 
+Stops = tuple[type[BaseException], ...]
+"""Exceptions that end a whole run rather than one row (the task's soft time limit)."""
+
 
 @dataclass(frozen=True)
 class Drained:
@@ -52,6 +56,7 @@ def drain(
     batch_size: int,
     log: logging.Logger,
     failed: str,
+    stops: Stops = (),
 ) -> Drained:
     """Claim and resolve up to `batch_size` due rows, one at a time.
 
@@ -61,7 +66,10 @@ def drain(
     committed by the loop; if it raises too, that is rolled back and logged and the loop goes
     on (the claim already backed the row off). `failed`: the log line's words before the
     row's id ("payment sync failed for charge"). A row is claimed at most once per run, so a
-    row that stays due cannot starve the others.
+    row that stays due cannot starve the others. A row counts as resolved once its
+    transaction is committed (a commit that raises is that row's failure). `stops`:
+    exceptions that end the whole run (Celery's SoftTimeLimitExceeded, passed in by the
+    task): rolled back and raised, from `resolve`, the commit or `recover`.
     """
     checked = resolved = 0
     seen: set[str] = set()
@@ -72,17 +80,25 @@ def drain(
         seen.add(claim.row_id)
         checked += 1
         try:
-            if resolve(claim):
-                resolved += 1
+            final = resolve(claim)
             tx.commit()
+        except stops:  # the run must end (its time is up): nothing of this row is kept
+            tx.rollback()
+            raise
         except Exception as exc:  # isolate it: the claim already backed it off
             tx.rollback()
             log.exception("%s %s", failed, claim.row_id)
             try:
                 recover(claim, exc)
                 tx.commit()
+            except stops:
+                tx.rollback()
+                raise
             except Exception:
                 tx.rollback()
                 log.exception("could not record the failure of %s", claim.row_id)
+        else:
+            if final:  # counted once committed
+                resolved += 1
     tx.commit()
     return Drained(checked, resolved)

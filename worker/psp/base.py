@@ -160,6 +160,6 @@ class LooksUpRefunds(Protocol):
         `charge_reference` is the refunded charge's `psp_reference` (as in RefundRequest):
         a PSP that keeps refunds under their payment (PayPal) is asked through it.
 
-        Raises TransportError when the PSP cannot be asked right now, LookupError when it
-        cannot be asked without the charge reference."""
+        Raises TransportError when the PSP cannot be asked right now,
+        RefundLookUpUnsupported when it cannot be asked without the charge reference."""
         ...

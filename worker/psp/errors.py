@@ -41,3 +41,9 @@ class TransportError(PspError):
 
 class UnsupportedOperation(PspError):
     """The method cannot do this (e.g. charge a bank transfer on demand)."""
+
+
+class RefundLookUpUnsupported(PspError, LookupError):
+    """This PSP cannot look this refund up (no refund look-up at all, or PayPal without the
+    capture it keeps refunds under): an operator must check. Nothing went wrong in asking,
+    unlike any other LookupError (a KeyError or IndexError from reading an answer)."""

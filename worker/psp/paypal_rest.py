@@ -65,7 +65,12 @@ from worker.psp.common import (
     require_settings,
     safe_reference,
 )
-from worker.psp.errors import TransportError, VaultRefused, VaultUnavailable
+from worker.psp.errors import (
+    RefundLookUpUnsupported,
+    TransportError,
+    VaultRefused,
+    VaultUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -521,11 +526,13 @@ class PaypalRestAdapter:
         reference, but a refund carries our key as its `invoice_id` and the capture's order
         lists its refunds (`GET /v2/payments/captures/{id}`, its `up` link to the order,
         `GET /v2/checkout/orders/{id}`: `purchase_units[].payments.refunds[]`). None when the
-        order holds no refund with our key (or there is no such capture). Raises LookupError
-        without a capture id, TransportError when PayPal cannot be asked."""
+        order holds no refund with our key (or there is no such capture). Raises
+        RefundLookUpUnsupported without a capture id, TransportError when PayPal cannot be asked."""
         capture = charge_reference or ""
         if not _TOKEN_ID.fullmatch(capture):
-            raise LookupError("a PayPal refund is looked up through its capture: none given")
+            raise RefundLookUpUnsupported(
+                "a PayPal refund is looked up through its capture: none given"
+            )
         answer = self.session.send("capture", "GET", f"/v2/payments/captures/{capture}")
         if answer.status == 404:
             return None  # no such capture: nothing of it can have been refunded

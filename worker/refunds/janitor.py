@@ -16,11 +16,12 @@ someone who is told).
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypedDict
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, true
 
 from config import get_settings
 from worker.accounts import service as accounts
@@ -31,7 +32,7 @@ from worker.kernel import claims, clock
 from worker.kernel.money import format_amount
 from worker.outbox import events
 from worker.psp.base import LooksUpRefunds, Outcome, RefundResult
-from worker.psp.errors import TransportError
+from worker.psp.errors import RefundLookUpUnsupported, TransportError
 from worker.psp.registry import get_adapter
 from worker.refunds import documents, service
 from worker.refunds.models import Refund, RefundStatus
@@ -94,14 +95,15 @@ def claim_next(uow: UnitOfWork, now: datetime, skip: set[str]) -> Claim | None:
 
 def _ask(claim: Claim) -> RefundResult | None:
     """The PSP's (or payout service's) record of the refund by its key. Raises
-    TransportError when it cannot be asked, LookupError when it cannot look refunds up."""
+    TransportError when it cannot be asked, RefundLookUpUnsupported when it cannot look
+    refunds up (any other exception is a failure of the look-up: claims.drain isolates it)."""
     if claim.payout:
         from worker.refunds import bank
 
         return bank.payout_adapter().lookup(claim.idempotency_key)
     adapter = get_adapter(claim.psp)
     if not isinstance(adapter, LooksUpRefunds):
-        raise LookupError(f"{claim.psp} cannot look refunds up: an operator must check")
+        raise RefundLookUpUnsupported(f"{claim.psp} cannot look refunds up: an operator must check")
     return adapter.lookup_refund(claim.idempotency_key, claim.charge_reference)
 
 
@@ -131,7 +133,7 @@ def sync_one(uow: UnitOfWork, claim: Claim, now: datetime) -> bool:
     """Resolve one claimed refund by look-up; True when it reached a final state."""
     try:
         found = _ask(claim)
-    except (TransportError, LookupError) as exc:
+    except (TransportError, RefundLookUpUnsupported) as exc:
         refund = service.lock(uow.session, claim.refund_id)
         if refund.status == RefundStatus.PENDING:
             _attention(uow, refund, now, f"look-up failed: {exc}"[:300])
@@ -161,11 +163,14 @@ class SyncResult(TypedDict):
     resolved: int
 
 
-def sync_pending(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> SyncResult:
+def sync_pending(
+    uow: UnitOfWork, now: datetime, batch_size: int = 100, stops: claims.Stops = ()
+) -> SyncResult:
     """Look up every due refund, one at a time (claim, ask, apply: worker/kernel/claims.py).
     Safe to run twice or concurrently: a claim is taken under SKIP LOCKED and moves the
     refund's next look-up. A refund whose look-up raises stays backed off by its claim and
-    counts towards attention (PAYMENT_SYNC_ATTENTION_AFTER), as a charge's does."""
+    counts towards attention (PAYMENT_SYNC_ATTENTION_AFTER), as a charge's does. One of
+    `stops` (the task's soft time limit) ends the run and is raised."""
 
     def recover(claim: Claim, exc: Exception) -> None:
         refund = service.lock(uow.session, claim.refund_id)
@@ -180,6 +185,7 @@ def sync_pending(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> SyncR
         batch_size=batch_size,
         log=log,
         failed="refund sync failed for",
+        stops=stops,
     )
     return {"checked": done.checked, "resolved": done.resolved}
 
@@ -192,8 +198,8 @@ def look_up_now(uow: UnitOfWork, refund_id: str, now: datetime) -> None:
     uow.commit()
     try:
         found = _ask(claim)
-    except (TransportError, LookupError):
-        return
+    except (TransportError, RefundLookUpUnsupported):
+        return  # anything else is raised: the request fails, the janitor still looks it up
     if found is not None and found.outcome in (Outcome.SUCCEEDED, Outcome.DECLINED):
         service.apply(uow, refund_id, found, now)
         uow.commit()
@@ -214,10 +220,14 @@ DETAILS_NOT_RECEIVED = "details_not_received"
 
 
 def _next_waiting(
-    uow: UnitOfWork, remind_before: datetime, expire_before: datetime
+    uow: UnitOfWork,
+    remind_before: datetime,
+    expire_before: datetime,
+    seen: Collection[str] = frozenset(),
 ) -> Refund | None:
     """The next refund waiting for details that is due (to expire, or not yet reminded and
-    due a reminder), locked under SKIP LOCKED: a concurrent janitor takes another one."""
+    due a reminder) and not in `seen` (this run's), locked under SKIP LOCKED: a concurrent
+    janitor takes another one."""
     return uow.session.scalars(
         select(Refund)
         .where(
@@ -228,6 +238,7 @@ def _next_waiting(
                 # when the refund expires once the reminder went out (NULL: not reminded).
                 and_(Refund.next_attempt_at.is_(None), Refund.created_at <= remind_before),
             ),
+            Refund.id.not_in(seen) if seen else true(),
         )
         .order_by(Refund.created_at, Refund.id)
         .limit(1)
@@ -273,13 +284,17 @@ def _expire(uow: UnitOfWork, refund: Refund, days: int, now: datetime) -> None:
     )
 
 
-def sweep_details(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> DetailsResult:
+def sweep_details(
+    uow: UnitOfWork, now: datetime, batch_size: int = 100, stops: claims.Stops = ()
+) -> DetailsResult:
     """Bound the bank-transfer refunds waiting for details (`requires_details`), by age as
     of `now`: one reminder mail (account's locale) after REFUND_DETAILS_REMINDER_DAYS;
     failed with `details_not_received` after REFUND_DETAILS_EXPIRE_DAYS (money back,
     `refund.failed`, `needs_attention`, a warning logged). One refund per transaction,
     committed; safe to run twice or concurrently (row locks, SKIP LOCKED; the reminder is
-    marked on the row and its mail is deduplicated)."""
+    marked on the row and its mail is deduplicated). A refund whose reminder or expiry
+    raises is rolled back, logged at ERROR with its traceback and left for the next run;
+    the others go on. One of `stops` is rolled back and raised."""
     settings = get_settings()
     remind_days, expire_days = (
         settings.refund_details_reminder_days,
@@ -288,35 +303,52 @@ def sweep_details(uow: UnitOfWork, now: datetime, batch_size: int = 100) -> Deta
     remind_before = now - timedelta(days=remind_days)
     expire_before = now - timedelta(days=expire_days)
     reminded = expired = 0
+    seen: set[str] = set()
     for _ in range(batch_size):
-        refund = _next_waiting(uow, remind_before, expire_before)
+        refund = _next_waiting(uow, remind_before, expire_before, seen)
         if refund is None:
             break
-        expires_at = refund.created_at + timedelta(days=expire_days)
-        if refund.created_at <= expire_before:
-            _expire(uow, refund, expire_days, now)
-            expired += 1
+        refund_id = refund.id
+        seen.add(refund_id)
+        try:
+            expires_at = refund.created_at + timedelta(days=expire_days)
+            if refund.created_at <= expire_before:
+                _expire(uow, refund, expire_days, now)
+                expiring = True
+            else:
+                account = accounts.get(uow.session, refund.account_id)
+                documents.details_reminder(uow, account, refund, expires_at, now)
+                refund.next_attempt_at = expires_at
+                refund.updated_at = now
+                expiring = False
+            uow.commit()
+        except stops:
+            uow.rollback()
+            raise
+        except Exception:
+            uow.rollback()
+            log.exception("could not remind or expire refund %s waiting for details", refund_id)
         else:
-            account = accounts.get(uow.session, refund.account_id)
-            documents.details_reminder(uow, account, refund, expires_at, now)
-            refund.next_attempt_at = expires_at
-            refund.updated_at = now
-            reminded += 1
-        uow.commit()
+            if expiring:
+                expired += 1
+            else:
+                reminded += 1
     uow.commit()
     return {"reminded": reminded, "expired": expired}
 
 
-def run(uow: UnitOfWork, now: datetime) -> JanitorResult:
+def run(uow: UnitOfWork, now: datetime, stops: claims.Stops = ()) -> JanitorResult:
     """`balance.refunds.sync`: the look-ups (`sync_pending`), then the refunds waiting for
-    details (`sweep_details`)."""
+    details (`sweep_details`). One of `stops` (the task's soft time limit) ends it at once."""
     try:
-        synced = sync_pending(uow, now)
+        synced = sync_pending(uow, now, stops=stops)
+    except stops:
+        raise
     except Exception:
         # The refunds waiting for details are bounded whatever became of the look-ups; the
         # look-ups' error is still the task's (logged, retried by the next beat tick).
         uow.rollback()
-        sweep_details(uow, now)
+        sweep_details(uow, now, stops=stops)
         raise
-    swept = sweep_details(uow, now)
+    swept = sweep_details(uow, now, stops=stops)
     return {**synced, **swept}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from worker.celery import app
 from worker.kernel import task_names
 from worker.kernel.clock import parse_as_of
@@ -44,4 +46,4 @@ def sync(self: DbTask, as_of: str | None = None) -> janitor.JanitorResult:
     bank-transfer refunds waiting for details as of `as_of` (ISO 8601, default now):
     `reminded` (one mail after REFUND_DETAILS_REMINDER_DAYS), `expired` (failed with
     `details_not_received` after REFUND_DETAILS_EXPIRE_DAYS, money back on the balance)."""
-    return janitor.run(self.uow, parse_as_of(as_of))
+    return janitor.run(self.uow, parse_as_of(as_of), stops=(SoftTimeLimitExceeded,))
