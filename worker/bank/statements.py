@@ -15,9 +15,9 @@ Per entry (camt.053.001.02-.08): `Amt` + `@Ccy`, `CdtDbtInd`, `Sts` (booked only
 details), else `NtryRef`, else `EndToEndId`; the memo is the structured creditor
 references (`Strd/CdtrRefInf/Ref`) and the unstructured remittance lines (`Ustrd`).
 
-CSV (CONTRACT.md): a header row and the columns `bank_reference, booking_date,
-value_date, amount, currency, memo`; UTF-8 (a BOM is fine), dates YYYY-MM-DD, amounts
-decimal strings with a dot.
+CSV (CONTRACT.md, and the README's `bank import` section): a header row and the columns
+`bank_reference, booking_date, value_date, amount, currency, memo`; UTF-8 (a BOM is fine),
+dates YYYY-MM-DD, amounts decimal strings with a dot.
 """
 
 from __future__ import annotations
