@@ -242,7 +242,7 @@ def sync_pending(
     def recover(claim: Claim, exc: Exception) -> None:
         again = engine.lock(uow.session, claim.charge_id)
         if again.status in _SYNCED:
-            _reschedule(uow, again, now, f"sync error: {type(exc).__name__}: {exc}"[:300])
+            _reschedule(uow, again, now, claims.failure(exc))
 
     done = claims.drain(
         uow,

@@ -39,6 +39,12 @@ Stops = tuple[type[BaseException], ...]
 """Exceptions that end a whole run rather than one row (the task's soft time limit)."""
 
 
+def failure(exc: BaseException) -> str:
+    """How a row's failure is recorded (its attention reason): "sync error: KeyError: 'x'",
+    at most 300 characters."""
+    return f"sync error: {type(exc).__name__}: {exc}"[:300]
+
+
 @dataclass(frozen=True)
 class Drained:
     """Rows claimed and asked about (`checked`), and those that reached a final state."""

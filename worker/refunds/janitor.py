@@ -107,25 +107,30 @@ def _ask(claim: Claim) -> RefundResult | None:
     return adapter.lookup_refund(claim.idempotency_key, claim.charge_reference)
 
 
+def _flag(uow: UnitOfWork, refund: Refund, now: datetime, why: str) -> None:
+    """Flag `refund` for an operator: `needs_attention` and its `refund.needs_attention`."""
+    refund.needs_attention = True
+    events.record(
+        uow,
+        "refund.needs_attention",
+        refund.account_id,
+        {
+            "refund_id": refund.id,
+            "psp": refund.psp,
+            "amount": format_amount(refund.amount, refund.currency),
+            "currency": refund.currency,
+            "reason": why,
+        },
+        now,
+    )
+
+
 def _attention(uow: UnitOfWork, refund: Refund, now: datetime, why: str) -> None:
     refund.updated_at = now
     if refund.sync_attempts >= get_settings().payment_sync_attention_after and not (
         refund.needs_attention
     ):
-        refund.needs_attention = True
-        events.record(
-            uow,
-            "refund.needs_attention",
-            refund.account_id,
-            {
-                "refund_id": refund.id,
-                "psp": refund.psp,
-                "amount": format_amount(refund.amount, refund.currency),
-                "currency": refund.currency,
-                "reason": why,
-            },
-            now,
-        )
+        _flag(uow, refund, now, why)
         log.error("refund %s needs attention: %s", refund.id, why)
 
 
@@ -175,7 +180,7 @@ def sync_pending(
     def recover(claim: Claim, exc: Exception) -> None:
         refund = service.lock(uow.session, claim.refund_id)
         if refund.status == RefundStatus.PENDING:
-            _attention(uow, refund, now, f"sync error: {type(exc).__name__}: {exc}"[:300])
+            _attention(uow, refund, now, claims.failure(exc))
 
     done = claims.drain(
         uow,
@@ -258,20 +263,7 @@ def _expire(uow: UnitOfWork, refund: Refund, days: int, now: datetime) -> None:
         f"no account to refund to was named within {days} days",
         now,
     )
-    refund.needs_attention = True
-    events.record(
-        uow,
-        "refund.needs_attention",
-        refund.account_id,
-        {
-            "refund_id": refund.id,
-            "psp": refund.psp,
-            "amount": format_amount(refund.amount, refund.currency),
-            "currency": refund.currency,
-            "reason": DETAILS_NOT_RECEIVED,
-        },
-        now,
-    )
+    _flag(uow, refund, now, DETAILS_NOT_RECEIVED)
     log.warning(
         "refund %s of account %s (%s %s) failed: %s within %d days; the amount is back on "
         "the balance",
